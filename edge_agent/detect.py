@@ -1,0 +1,109 @@
+"""Score one decoded frame with the shipped model: tiles in, a score and a heat map out.
+
+Pure apart from the injected :class:`~edge_agent.runtime.Backend`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelError
+from .manifest import ModelManifest, load_manifest
+from .runtime import Backend, choose_backend, open_backend
+from .tiling import aggregate_logits, grid_tiles, sigmoid
+from .verdict import ModelRef
+
+__all__ = ["FrameScore", "Detector", "default_model_dir", "open_detector"]
+
+# Tiles per runtime call: bounds the input tensor (64 x 256 x 256 x 4 B = 16 MiB).
+_BATCH = 16
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    score: float
+    tile_logits: np.ndarray  # [N]
+    cam: np.ndarray  # [N, h, w], logit units
+    origins: tuple[tuple[int, int], ...]
+    tile: int
+    shape: tuple[int, int]
+    preprocess_ms: float
+    infer_ms: float
+
+    @property
+    def peak_origin(self) -> tuple[int, int]:
+        return self.origins[int(np.argmax(self.tile_logits))]
+
+
+class Detector:
+    def __init__(self, manifest: ModelManifest, backend: Backend) -> None:
+        self.manifest = manifest
+        self.backend = backend
+        f = backend.model_file
+        self.model_ref = ModelRef(manifest.name, manifest.version, f.sha256, backend.name, f.precision)
+
+    def score(self, frame: np.ndarray) -> FrameScore:
+        t0 = time.perf_counter()
+        spec = self.manifest.tiling
+        tiles, origins = grid_tiles(frame, spec.tile, spec.max_tiles)
+        t1 = time.perf_counter()
+        logits_parts, cam_parts = [], []
+        for start in range(0, tiles.shape[0], _BATCH):
+            lg, cm = self.backend.run(tiles[start : start + _BATCH])
+            logits_parts.append(lg)
+            cam_parts.append(cm)
+        t2 = time.perf_counter()
+        logits = np.concatenate(logits_parts).astype(np.float32)
+        cam = np.concatenate(cam_parts).astype(np.float32)
+        agg = aggregate_logits(logits, spec.aggregate, spec.topk)
+        return FrameScore(
+            score=sigmoid(agg),
+            tile_logits=logits,
+            cam=cam,
+            origins=tuple(origins),
+            tile=spec.tile,
+            shape=(int(frame.shape[0]), int(frame.shape[1])),
+            preprocess_ms=(t1 - t0) * 1e3,
+            infer_ms=(t2 - t1) * 1e3,
+        )
+
+
+def default_model_dir() -> Path:
+    """The model the agent uses when the config names none: ``$EDGE_AGENT_MODEL``, else the newest
+    ``models/<name>-<version>/manifest.json`` shipped beside the package (checkout, editable
+    install, or the copy a wheel bundles as ``edge_agent/bundled_models``)."""
+    env = os.environ.get("EDGE_AGENT_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for root in (here / "bundled_models", here.parent / "models"):
+        found = sorted(root.glob("*/manifest.json"), key=lambda p: _version_key(p.parent.name))
+        if found:
+            return found[-1].parent
+    raise ModelError(
+        "no shipped model found (looked for models/*/manifest.json beside the package); "
+        "set model.path in the config or EDGE_AGENT_MODEL"
+    )
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    version = name.rsplit("-", 1)[-1]
+    return tuple(int(p) if p.isdigit() else -1 for p in version.split("."))
+
+
+def open_detector(
+    model_dir: Path | None = None,
+    backend: str = "auto",
+    precision: str = "auto",
+    threads: int = 2,
+    cache_dir: Path | None = None,
+) -> Detector:
+    """Load the manifest, choose a runtime, verify hashes, and compile the model."""
+    manifest = load_manifest(model_dir if model_dir is not None else default_model_dir())
+    choice = choose_backend(manifest, backend, precision)
+    return Detector(manifest, open_backend(manifest, choice, threads, cache_dir))

@@ -1,0 +1,122 @@
+"""decode -> detect -> verdict for one file: the stage every ingestion path calls.
+
+``Pipeline.process(path, display)`` never raises for a bad image: an input that cannot be read
+becomes an ``unreadable`` verdict with the reason, so one broken file never stops the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from .decode import DecodedImage, DecodeLimits, decode_path
+from .detect import Detector, FrameScore
+from .errors import UnreadableImage
+from .verdict import Reason, Timings, Verdict
+
+__all__ = ["Pipeline", "ScoredFrame"]
+
+log = logging.getLogger(__name__)
+
+ScoredFrame = tuple[Verdict, FrameScore | None, DecodedImage | None]
+
+
+class Pipeline:
+    def __init__(self, detector: Detector, limits: DecodeLimits = DecodeLimits()) -> None:
+        self.detector = detector
+        self.limits = limits
+
+    def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
+        """All verdicts for one file (one per frame)."""
+        return [v for v, _, _ in self.process_detailed(path, display)]
+
+    def process_detailed(self, path: str | Path, display: str | None = None) -> list[ScoredFrame]:
+        t0 = time.perf_counter()
+        decoded = self._decode(path)
+        return self._score(decoded, str(display if display is not None else path), t0, time.perf_counter())
+
+    def process_many(self, items: Iterable[tuple[Path, str]]) -> Iterator[ScoredFrame]:
+        """Like :meth:`process_detailed` over many files, decoding the next file on a second
+        thread while the model runs on the current one (both release the GIL in C code)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+            pending: tuple[Future[DecodedImage | UnreadableImage], str, float] | None = None
+            for path, display in items:
+                nxt = (pool.submit(self._decode, path), display, time.perf_counter())
+                if pending is not None:
+                    yield from self._finish(pending)
+                pending = nxt
+            if pending is not None:
+                yield from self._finish(pending)
+
+    def _finish(self, pending: tuple[Future[DecodedImage | UnreadableImage], str, float]) -> list[ScoredFrame]:
+        fut, display, t0 = pending
+        decoded = fut.result()
+        return self._score(decoded, display, t0, time.perf_counter())
+
+    def _decode(self, path: str | Path) -> DecodedImage | UnreadableImage:
+        try:
+            return decode_path(path, self.limits)
+        except UnreadableImage as exc:
+            return exc
+        except MemoryError:
+            return UnreadableImage("too_large", "decoding ran out of memory")
+
+    def _score(
+        self, decoded: DecodedImage | UnreadableImage, display: str, t0: float, t_decoded: float
+    ) -> list[ScoredFrame]:
+        decode_ms = (t_decoded - t0) * 1e3
+        if isinstance(decoded, UnreadableImage):
+            log.warning("%s: unreadable (%s): %s", display, decoded.code, decoded)
+            v = Verdict(
+                path=display,
+                frame=None,
+                verdict="unreadable",
+                score=None,
+                threshold=None,
+                reasons=(Reason(decoded.code, str(decoded)),),
+                timings_ms=Timings(decode=decode_ms, total=decode_ms),
+            )
+            return [(v, None, None)]
+        out: list[ScoredFrame] = []
+        multi = len(decoded.frames) > 1
+        th = self.detector.manifest.thresholds
+        for i, frame in enumerate(decoded.frames):
+            fs = self.detector.score(frame)
+            label = th.label(fs.score)
+            total = decode_ms + fs.preprocess_ms + fs.infer_ms if i == 0 else fs.preprocess_ms + fs.infer_ms
+            v = Verdict(
+                path=display,
+                frame=i if multi else None,
+                verdict=label,
+                score=fs.score,
+                threshold=th.suspicious,
+                synthetic_threshold=th.synthetic,
+                reasons=(_model_reason(label, fs, th.suspicious),),
+                timings_ms=Timings(
+                    decode=decode_ms if i == 0 else 0.0,
+                    preprocess=fs.preprocess_ms,
+                    infer=fs.infer_ms,
+                    total=total,
+                ),
+                model=self.detector.model_ref,
+                facts=decoded.facts,
+            )
+            out.append((v, fs, decoded))
+        return out
+
+
+def _model_reason(label: str, fs: FrameScore, threshold: float) -> Reason:
+    y, x = fs.peak_origin
+    if label == "authentic":
+        return Reason(
+            "model.below_threshold",
+            f"the detector scored {fs.score:.3f}, below the threshold {threshold:.3f}",
+        )
+    return Reason(
+        "model.above_threshold",
+        f"the detector scored {fs.score:.3f} (threshold {threshold:.3f}); strongest evidence in the "
+        f"{fs.tile}x{fs.tile} tile at row {y}, column {x}",
+    )

@@ -1,0 +1,86 @@
+"""Cut an image into model tiles at its native pixel grid, and fold tile logits into one score.
+
+Generator traces live in the highest frequencies, so the image is never resized: it is covered
+by ``tile`` x ``tile`` crops (the last crop on each axis shifted inside the image, overlapping
+slightly). The policy is the model manifest's; training code uses these same functions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["grid_origins", "grid_tiles", "aggregate_logits", "sigmoid", "AGGREGATES"]
+
+AGGREGATES = ("mean", "max", "topk_mean")
+
+
+def _axis_starts(length: int, tile: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    n = math.ceil(length / tile)
+    return [int(round(v)) for v in np.linspace(0, length - tile, n)]
+
+
+def grid_origins(height: int, width: int, tile: int, max_tiles: int) -> list[tuple[int, int]]:
+    """Top-left corners of the tiles; an evenly spaced subset when the grid exceeds ``max_tiles``."""
+    ys, xs = _axis_starts(height, tile), _axis_starts(width, tile)
+    grid = [(y, x) for y in ys for x in xs]
+    if len(grid) > max_tiles:
+        keep = np.round(np.linspace(0, len(grid) - 1, max_tiles)).astype(int)
+        grid = [grid[i] for i in keep]
+    return grid
+
+
+def grid_tiles(
+    image: np.ndarray, tile: int, max_tiles: int
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Return ``(tiles [N,1,tile,tile] float32, origins)`` for a 2-D image.
+
+    An axis shorter than the tile is padded by mirroring ('symmetric'), which adds no new
+    frequencies at the seam.
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D grey image, got shape {image.shape}")
+    h, w = image.shape
+    pad_y, pad_x = max(0, tile - h), max(0, tile - w)
+    if pad_y or pad_x:
+        image = _pad_symmetric(image, pad_y, pad_x)
+        h, w = image.shape
+    origins = grid_origins(h, w, tile, max_tiles)
+    tiles = np.empty((len(origins), 1, tile, tile), dtype=np.float32)
+    for i, (y, x) in enumerate(origins):
+        tiles[i, 0] = image[y : y + tile, x : x + tile]
+    return tiles, origins
+
+
+def _pad_symmetric(image: np.ndarray, pad_y: int, pad_x: int) -> np.ndarray:
+    # np.pad 'symmetric' cannot pad more than the axis length in one go; repeat until big enough.
+    while pad_y > 0 or pad_x > 0:
+        step_y, step_x = min(pad_y, image.shape[0]), min(pad_x, image.shape[1])
+        image = np.pad(image, ((0, step_y), (0, step_x)), mode="symmetric")
+        pad_y, pad_x = pad_y - step_y, pad_x - step_x
+    return image
+
+
+def aggregate_logits(logits: np.ndarray, method: str, topk: int = 1) -> float:
+    """Fold per-tile logits into one image logit."""
+    flat = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if flat.size == 0:
+        raise ValueError("no tile logits to aggregate")
+    if method == "mean":
+        return float(flat.mean())
+    if method == "max":
+        return float(flat.max())
+    if method == "topk_mean":
+        k = max(1, min(int(topk), flat.size))
+        return float(np.sort(flat)[-k:].mean())
+    raise ValueError(f"unknown aggregate {method!r}; expected one of {AGGREGATES}")
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
