@@ -34,40 +34,40 @@ class Pipeline:
         return [v for v, _, _ in self.process_detailed(path, display)]
 
     def process_detailed(self, path: str | Path, display: str | None = None) -> list[ScoredFrame]:
-        t0 = time.perf_counter()
-        decoded = self._decode(path)
-        return self._score(decoded, str(display if display is not None else path), t0, time.perf_counter())
+        decoded, decode_ms = self._decode(path)
+        return self._score(decoded, str(display if display is not None else path), decode_ms)
 
     def process_many(self, items: Iterable[tuple[Path, str]]) -> Iterator[ScoredFrame]:
         """Like :meth:`process_detailed` over many files, decoding the next file on a second
         thread while the model runs on the current one (both release the GIL in C code)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
-            pending: tuple[Future[DecodedImage | UnreadableImage], str, float] | None = None
+            pending: tuple[Future[tuple[DecodedImage | UnreadableImage, float]], str] | None = None
             for path, display in items:
-                nxt = (pool.submit(self._decode, path), display, time.perf_counter())
+                nxt = (pool.submit(self._decode, path), display)
                 if pending is not None:
                     yield from self._finish(pending)
                 pending = nxt
             if pending is not None:
                 yield from self._finish(pending)
 
-    def _finish(self, pending: tuple[Future[DecodedImage | UnreadableImage], str, float]) -> list[ScoredFrame]:
-        fut, display, t0 = pending
-        decoded = fut.result()
-        return self._score(decoded, display, t0, time.perf_counter())
+    def _finish(self, pending: tuple[Future[tuple[DecodedImage | UnreadableImage, float]], str]) -> list[ScoredFrame]:
+        fut, display = pending
+        decoded, decode_ms = fut.result()
+        return self._score(decoded, display, decode_ms)
 
-    def _decode(self, path: str | Path) -> DecodedImage | UnreadableImage:
+    def _decode(self, path: str | Path) -> tuple[DecodedImage | UnreadableImage, float]:
+        """Decode, timing only the decoding itself (not time spent queued behind inference)."""
+        t0 = time.perf_counter()
+        result: DecodedImage | UnreadableImage
         try:
-            return decode_path(path, self.limits)
+            result = decode_path(path, self.limits)
         except UnreadableImage as exc:
-            return exc
+            result = exc
         except MemoryError:
-            return UnreadableImage("too_large", "decoding ran out of memory")
+            result = UnreadableImage("too_large", "decoding ran out of memory")
+        return result, (time.perf_counter() - t0) * 1e3
 
-    def _score(
-        self, decoded: DecodedImage | UnreadableImage, display: str, t0: float, t_decoded: float
-    ) -> list[ScoredFrame]:
-        decode_ms = (t_decoded - t0) * 1e3
+    def _score(self, decoded: DecodedImage | UnreadableImage, display: str, decode_ms: float) -> list[ScoredFrame]:
         if isinstance(decoded, UnreadableImage):
             log.warning("%s: unreadable (%s): %s", display, decoded.code, decoded)
             v = Verdict(
