@@ -14,18 +14,27 @@ Colour is reduced to ITU-R BT.601 luma.
 Rescale Slope/Intercept (the Modality LUT, PS3.3 C.11.1) is a linear map of the stored values;
 normalising the rescaled values by the rescaled range gives the same numbers, so only the sign of
 the slope matters (a negative slope flips polarity). The slope and intercept are kept in the facts.
+
+A file that cannot be decoded raises :class:`UnreadableImage` with one of these codes:
+``missing``, ``io_error``, ``empty``, ``not_an_image`` (neither DICOM nor a raster image),
+``truncated`` (the file ends inside the header or the pixel data), ``bad_header``,
+``no_pixel_data``, ``unsupported_encoding`` (no decoder for the Transfer Syntax),
+``too_large`` (the declared size exceeds :class:`DecodeLimits`; checked before any pixel
+buffer is allocated) and ``truncated_or_corrupt`` (the pixel data does not decode).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UnreadableImage
@@ -116,17 +125,84 @@ def _looks_like_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+# First element group of a DICOM data set written without the PS3.10 preamble (old ACR-NEMA
+# style files, or a bare data set): File Meta (0002) or Identifying (0008), in either byte order.
+# Without this check any text file "parses" as a data set of garbage elements.
+_RAW_DATASET_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def _looks_like_raw_dataset(data: bytes) -> bool:
+    return len(data) >= 8 and data[:2] in _RAW_DATASET_STARTS
+
+
+class _CutDetector(io.BytesIO):
+    """A byte stream that notices when the file ends inside a data element.
+
+    pydicom stops quietly at the end of the data, keeping a short last value or dropping an
+    unterminated one. Its parser starts every element with an 8-byte read, so a read that comes
+    back empty there is the clean end of the file; any other short read means the file was cut.
+    """
+
+    cut_at: int | None = None
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        start = self.tell()
+        out = super().read(size)
+        if size is not None and 0 < size and len(out) < size and self.cut_at is None:
+            clean_end = size == 8 and not out
+            if not clean_end and start >= 132:  # the preamble is probed, not parsed
+                self.cut_at = start + len(out)
+        return out
+
+
+def _truncated(data: bytes, where: str) -> UnreadableImage:
+    return UnreadableImage(
+        "truncated",
+        f"the file ends {where} after {len(data)} bytes: it was cut short, e.g. by an interrupted "
+        "transfer or copy; send the image again",
+    )
+
+
+def _pixel_data_lengths(ds: pydicom.Dataset) -> tuple[int, int]:
+    """(bytes read, bytes declared) of a defined-length Pixel Data element, as parsed."""
+    elem = ds.get_item("PixelData")
+    declared = getattr(elem, "length", 0xFFFFFFFF)
+    if elem is None or not isinstance(elem.value, bytes) or declared == 0xFFFFFFFF:
+        return 0, 0  # encapsulated (undefined length): pydicom drops it when unterminated
+    return len(elem.value), int(declared)
+
+
 def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedImage:
+    preamble = _looks_like_dicom(data)
+    if not preamble and not _looks_like_raw_dataset(data):
+        raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image")
+    stream = _CutDetector(data)
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=not _looks_like_dicom(data))
+        ds = pydicom.dcmread(stream, force=not preamble)
     except InvalidDicomError:
         raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image") from None
+    except zlib.error as exc:
+        # Deflated Explicit VR Little Endian (PS3.5 A.5): the whole data set is one deflate stream.
+        if "incomplete or truncated" in str(exc):
+            raise _truncated(data, "inside the deflated data set") from None
+        raise UnreadableImage("bad_header", f"deflated data set cannot be inflated: {exc}") from None
     except Exception as exc:  # pydicom raises many types on damaged headers
+        if stream.cut_at is not None:
+            raise _truncated(data, "inside the DICOM header") from None
         raise UnreadableImage("bad_header", f"DICOM header cannot be parsed: {exc}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if stream.cut_at is not None:
+            raise _truncated(data, "inside a data element")
         if len(ds) == 0:
+            if preamble:
+                raise _truncated(data, "after the File Meta Information, before the data set")
             raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image")
         raise UnreadableImage("no_pixel_data", "DICOM object has no Pixel Data (7FE0,0010)")
+    if stream.cut_at is not None:
+        have, declared = _pixel_data_lengths(ds)
+        if have < declared:
+            raise _truncated(data, f"inside the Pixel Data ({have} of its {declared} bytes are there)")
+    _declare_detected_encoding(ds)
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -142,6 +218,8 @@ def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedIm
         tsuid = ds.file_meta.get("TransferSyntaxUID", "?") if hasattr(ds, "file_meta") else "?"
         raise UnreadableImage("unsupported_encoding", f"no decoder for transfer syntax {tsuid}: {exc}") from None
     except Exception as exc:
+        if stream.cut_at is not None:
+            raise _truncated(data, "inside the Pixel Data") from None
         raise UnreadableImage("truncated_or_corrupt", f"pixel data cannot be decoded: {exc}") from None
 
     samples = int(getattr(ds, "SamplesPerPixel", 1))
@@ -150,12 +228,18 @@ def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedIm
         arr = arr[np.newaxis, ...]
     slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    grey = [_dicom_frame_to_grey(f, photometric, samples, bits_stored, signed, slope, ds) for f in arr]
+    try:
+        grey = [_dicom_frame_to_grey(f, photometric, samples, bits_stored, signed, slope, ds) for f in arr]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        # e.g. PALETTE COLOR without its lookup tables (PS3.3 C.7.9)
+        raise UnreadableImage(
+            "bad_header", f"pixels of photometric interpretation {photometric} cannot be converted to grey: {exc}"
+        ) from None
     tsuid = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
     facts = ImageFacts(
         container="dicom",
         file_sha256=file_sha,
-        pixel_sha256=hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(),
+        pixel_sha256=_samples_sha256(arr),
         rows=rows,
         columns=cols,
         frames=frames,
@@ -169,6 +253,28 @@ def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedIm
         rescale_intercept=intercept,
     )
     return DecodedImage(frames=tuple(grey), facts=facts)
+
+
+def _declare_detected_encoding(ds: pydicom.Dataset) -> None:
+    """A bare data set (no PS3.10 File Meta) names no Transfer Syntax, and pydicom will not
+    decode its pixels without one: declare the native encoding pydicom detected while reading."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" in meta:
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _samples_sha256(arr: np.ndarray) -> str:
+    # Hash little-endian samples: Explicit VR Big Endian decodes to a big-endian array whose
+    # bytes differ from the same samples decoded from any other transfer syntax.
+    le = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+    return hashlib.sha256(np.ascontiguousarray(le).tobytes()).hexdigest()
 
 
 def _dicom_frame_to_grey(
@@ -232,6 +338,8 @@ def _decode_raster(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedI
     except UnreadableImage:
         raise
     except (OSError, SyntaxError, ValueError) as exc:
+        if "truncated" in str(exc).lower():  # Pillow: "image file is truncated", "Truncated File Read"
+            raise _truncated(data, "inside the image data") from None
         raise UnreadableImage("truncated_or_corrupt", f"image data cannot be decoded: {exc}") from None
     fmt = (img.format or "raster").lower()
     mode = img.mode

@@ -40,9 +40,10 @@ def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str
     h, w = frame.shape
     step = max(1, math.ceil(max(h, w) / max_side))
     size = (max(1, w // step), max(1, h // step))
-    grey = Image.fromarray((np.clip(frame, 0, 1) * 255).astype(np.uint8), "L").resize(size, Image.BILINEAR)
+    bilinear = Image.Resampling.BILINEAR
+    grey = Image.fromarray((np.clip(frame, 0, 1) * 255).astype(np.uint8), "L").resize(size, bilinear)
     prob = 1.0 / (1.0 + np.exp(-heat_at_full_size(fs).astype(np.float64)))
-    prob_img = Image.fromarray((prob * 255).astype(np.uint8), "L").resize(size, Image.BILINEAR)
+    prob_img = Image.fromarray((prob * 255).astype(np.uint8), "L").resize(size, bilinear)
     alpha = (np.asarray(prob_img, dtype=np.float32) / 255.0) ** 2 * 0.7
     base = np.asarray(grey.convert("RGB"), dtype=np.float32)
     red = np.array([255.0, 0.0, 0.0], dtype=np.float32)

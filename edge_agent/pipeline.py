@@ -65,6 +65,9 @@ class Pipeline:
             result = exc
         except MemoryError:
             result = UnreadableImage("too_large", "decoding ran out of memory")
+        except Exception as exc:  # a decoder bug on one file must not stop the agent
+            log.exception("%s: unexpected error while decoding", path)
+            result = UnreadableImage("decode_failed", f"the decoder failed unexpectedly: {type(exc).__name__}: {exc}")
         return result, (time.perf_counter() - t0) * 1e3
 
     def _score(self, decoded: DecodedImage | UnreadableImage, display: str, decode_ms: float) -> list[ScoredFrame]:

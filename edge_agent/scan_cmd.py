@@ -47,7 +47,7 @@ def walk(paths: list[str]) -> Iterator[tuple[Path, str]]:
     for given in paths:
         p = Path(given)
         if p.is_dir():
-            for root, dirs, files in os.walk(p):
+            for root, dirs, files in os.walk(given):  # not p: Path() drops a leading "./"
                 dirs.sort()
                 for name in sorted(files):
                     if not name.startswith("."):
@@ -121,6 +121,11 @@ def _print_row(out: TextIO, v: Verdict, progress: object | None) -> None:
 
 
 def _heatmap_name(directory: Path, v: Verdict) -> Path:
-    stem = v.path.strip("/").replace(os.sep, "__").replace(":", "_")
+    # The path as given, flattened: "./in/a.dcm" -> "in__a.dcm", "../in/a.dcm" -> "up__in__a.dcm".
+    # (Without normalising, "./in/a.dcm" became ".__in__a.dcm", a hidden file.)
+    parts = [p for p in os.path.normpath(v.path).split(os.sep) if p]
+    stem = "__".join("up" if p == ".." else p for p in parts).replace(":", "_")
+    if stem.startswith("."):
+        stem = "_" + stem
     suffix = "" if v.frame is None else f".frame{v.frame}"
     return directory / f"{stem}{suffix}.heatmap.png"
