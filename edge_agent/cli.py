@@ -10,7 +10,9 @@ import argparse
 import logging
 import sys
 
-from . import __version__, agent_cli, scan_cmd
+from . import __version__, agent_cli, demo, scan_cmd
+from . import trust_cli
+from . import dicom_signature_cli
 from .errors import EdgeAgentError
 
 __all__ = ["main", "build_parser"]
@@ -24,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     scan_cmd.add_parser(sub)
+    demo.add_parser(sub)
     agent_cli.add_parsers(sub)
+    trust_cli.add_parsers(sub)
+    dicom_signature_cli.add_parsers(sub)
     return parser
 
 

@@ -102,8 +102,15 @@ def open_detector(
     precision: str = "auto",
     threads: int = 2,
     cache_dir: Path | None = None,
+    trust_anchor: bytes | None = None,
 ) -> Detector:
-    """Load the manifest, choose a runtime, verify hashes, and compile the model."""
-    manifest = load_manifest(model_dir if model_dir is not None else default_model_dir())
+    """Load the manifest, choose a runtime, verify hashes, and compile the model. With
+    ``trust_anchor`` (the vendor model-signing CA, PEM) the model must be vendor-signed."""
+    directory = model_dir if model_dir is not None else default_model_dir()
+    if trust_anchor is not None:
+        from .trust.model_signing import verify_signed_model  # raises naming the failing file
+
+        verify_signed_model(directory, trust_anchor)
+    manifest = load_manifest(directory)
     choice = choose_backend(manifest, backend, precision)
     return Detector(manifest, open_backend(manifest, choice, threads, cache_dir))

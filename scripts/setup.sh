@@ -11,6 +11,8 @@ need=()
 command -v storescu >/dev/null 2>&1 || need+=(dcmtk)
 command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)  # PKCS#11 device-key tests
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)  # collector store tests (initdb/pg_ctl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
