@@ -12,10 +12,12 @@ import argparse
 import shutil
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from . import scan_cmd
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["add_parser", "samples_dir", "copy_move"]
 
@@ -32,6 +34,8 @@ def copy_move(image: np.ndarray, size: int, seed: int = 0) -> tuple[np.ndarray, 
     """Copy a ``size`` x ``size`` block of the image onto another place with a feathered edge,
     the classic copy-move forgery (e.g. duplicating a nodule). Returns the image and the box
     ``(y, x, h, w)`` that was overwritten."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     h, w = image.shape
     sy, sx = int(rng.integers(h // 4, h // 2)), int(rng.integers(w // 8, w // 3))
@@ -62,6 +66,9 @@ def _prepare(out: Path) -> Path:
         pass
     reals = sorted((images / "real").glob("*.png"))
     if reals:
+        import numpy as np
+        from PIL import Image
+
         grey = np.asarray(Image.open(reals[0]).convert("L"), dtype=np.float32)
         forged, _ = copy_move(grey, size=max(32, min(grey.shape) // 6))
         (images / "tampered").mkdir(exist_ok=True)

@@ -26,18 +26,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pydicom.datadict import keyword_for_tag
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from .dicom_signature import (
-    SignatureReport,
-    check_dicom_signatures,
-    inspect_dicom_signatures,
-    load_device_signer,
-    load_trust_anchors,
-    provenance_from_reports,
-    sign_dicom,
-)
 from .errors import DicomSignatureError, SigningRefused
+
+if TYPE_CHECKING:  # pydicom and the signature library load only when a command runs: fast --help
+    from .dicom_signature import SignatureReport
 
 __all__ = ["add_parsers", "EXIT_CODES"]
 
@@ -46,6 +41,18 @@ _PROFILE_NAMES = {
     "Creator RSA": "Creator RSA Digital Signature Profile (PS3.15 C.2)",
     "Base RSA": "Base RSA Digital Signature Profile (PS3.15 C.1)",
 }
+
+
+def _lib() -> ModuleType:
+    from . import dicom_signature
+
+    return dicom_signature
+
+
+def _keyword(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+
+    return str(keyword_for_tag(tag))
 
 
 def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -83,12 +90,12 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def run_sign(args: argparse.Namespace) -> int:
-    signer = load_device_signer(args.key, args.cert)
+    signer = _lib().load_device_signer(args.key, args.cert)
     try:
         data = args.input.read_bytes()
     except OSError as exc:
         raise SigningRefused("input_unreadable", f"cannot read {args.input}: {exc.strerror}") from exc
-    signed = sign_dicom(data, signer, purpose=args.purpose)
+    signed = _lib().sign_dicom(data, signer, purpose=args.purpose)
     try:
         _write_atomically(args.output, signed)
     except OSError as exc:
@@ -99,7 +106,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 
 def _tag(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {keyword_for_tag(tag) or 'private/unknown'}"
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}) {_keyword(tag) or 'private/unknown'}"
 
 
 def _report_dict(report: SignatureReport) -> dict[str, Any]:
@@ -136,16 +143,16 @@ def _print_text(path: Path, status: str, reports: tuple[SignatureReport, ...]) -
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    anchors = load_trust_anchors(args.trust) if args.trust else ()
+    anchors = _lib().load_trust_anchors(args.trust) if args.trust else ()
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise DicomSignatureError("input_unreadable", f"cannot read {args.file}: {exc.strerror}") from exc
     try:
-        reports = inspect_dicom_signatures(data, anchors)
-        result = provenance_from_reports(reports)
+        reports = _lib().inspect_dicom_signatures(data, anchors)
+        result = _lib().provenance_from_reports(reports)
     except DicomSignatureError:  # unreadable input: let the never-raising check word it
-        reports, result = (), check_dicom_signatures(data, anchors)
+        reports, result = (), _lib().check_dicom_signatures(data, anchors)
     if args.json:
         print(json.dumps({"file": str(args.file), "status": result.status, "code": result.code,
                           "reason": result.reason, "signatures": [_report_dict(r) for r in reports]}))

@@ -16,12 +16,10 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .detect import open_detector
-from .heatmap import render_overlay
-from .pipeline import Pipeline
-from .verdict import Verdict
+if TYPE_CHECKING:  # the runtime imports (pydicom, runtimes) wait until a scan runs: fast --help
+    from .verdict import Verdict
 
 __all__ = ["add_parser", "walk", "exit_status"]
 
@@ -66,6 +64,10 @@ def exit_status(verdicts: list[Verdict]) -> int:
 
 
 def run_scan(args: argparse.Namespace) -> int:
+    from .detect import open_detector
+    from .heatmap import render_overlay
+    from .pipeline import Pipeline
+
     detector = open_detector(args.model, args.backend, args.precision, args.threads)
     pipeline = Pipeline(detector)
     items = list(walk(args.paths))
