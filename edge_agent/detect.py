@@ -50,7 +50,7 @@ class Detector:
     def score(self, frame: np.ndarray) -> FrameScore:
         t0 = time.perf_counter()
         spec = self.manifest.tiling
-        tiles, origins = grid_tiles(frame, spec.tile, spec.max_tiles)
+        tiles, origins = grid_tiles(frame, spec.tile, spec.max_tiles, spec.flat_fraction)
         t1 = time.perf_counter()
         logits_parts, cam_parts = [], []
         for start in range(0, tiles.shape[0], _BATCH):

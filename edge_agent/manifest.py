@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelError, ModelIntegrityError
-from .tiling import AGGREGATES
+from .tiling import AGGREGATES, FLAT_FRACTION
 
 __all__ = ["ModelFile", "Tiling", "Thresholds", "ModelManifest", "load_manifest", "sha256_file"]
 
@@ -40,6 +40,7 @@ class Tiling:
     max_tiles: int
     aggregate: str
     topk: int = 1
+    flat_fraction: float = FLAT_FRACTION  # > 1 keeps flat tiles (see edge_agent.tiling)
 
     def __post_init__(self) -> None:
         if self.tile < 8 or self.max_tiles < 1:
@@ -147,6 +148,7 @@ def load_manifest(directory: str | Path) -> ModelManifest:
                 max_tiles=int(t["max_tiles"]),
                 aggregate=str(t["aggregate"]),
                 topk=int(t.get("topk", 1)),
+                flat_fraction=float(t.get("flat_fraction", FLAT_FRACTION)),
             ),
             thresholds=Thresholds(suspicious=float(th["suspicious"]), synthetic=float(th["synthetic"])),
             raw=raw,
