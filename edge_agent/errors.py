@@ -3,7 +3,7 @@
     EdgeAgentError
     ├── ConfigError          a config key is unknown, mistyped or points at a missing file
     ├── ModelError           a shipped model is missing, altered, or cannot run
-    │   └── ModelIntegrityError   a file's sha256 differs from the manifest
+    │   ├── ModelIntegrityError   a file's sha256 differs from the manifest
     │   └── ModelSignatureError   manifest.sig.json is missing, forged, or not from the trusted vendor
     ├── UnreadableImage      an input cannot be decoded (carries a machine-readable code)
     ├── IngestError          an ingestion path (spool, hot folder, C-STORE) cannot accept an image
