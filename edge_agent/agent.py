@@ -100,7 +100,8 @@ class Agent:
 
     def _open_pipeline(self) -> Judge:
         m = self.config.model
-        return Pipeline(open_detector(m.path, m.backend, m.precision, m.threads, m.cache_dir))
+        anchor = m.trust_anchor.read_bytes() if m.trust_anchor is not None else None
+        return Pipeline(open_detector(m.path, m.backend, m.precision, m.threads, m.cache_dir, trust_anchor=anchor))
 
     def add_sink(self, sink: VerdictSink) -> None:
         """Send every verdict to ``sink`` too (before the journal). Call before :meth:`start`;
@@ -152,6 +153,13 @@ class Agent:
             raise IngestError(f"quarantine_dir: {cfg.quarantine_path} cannot be created ({exc.strerror})") from None
         judge = self._judge_factory()  # the slow part (model load and hash check), before any listener
         self._journal = Journal(cfg.journal_path)
+        if cfg.mqtt is not None:
+            # Opens the device key (a key others can read stops the start here) and the outbox.
+            from .transport.settings import open_device_transport
+
+            transport = open_device_transport(cfg.mqtt, cfg.state_dir)
+            self._sinks.append(transport.sink)
+            transport.start()
         worker = Worker(spool, judge, self._journal, cfg.quarantine_path, self._sinks)
         if cfg.hook.enabled:
             assert cfg.hook.socket is not None

@@ -14,11 +14,14 @@ import difflib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # the transport (paho, trust) loads only when a config has an mqtt: section
+    from .transport.settings import MqttSettings
 
 __all__ = [
     "AgentConfig",
@@ -66,9 +69,13 @@ class ModelConfig:
     precision: str = "auto"
     threads: int = 2
     cache_dir: Path | None = None  # None: <state_dir>/model-cache
+    trust_anchor: Path | None = None  # vendor model-signing CA (PEM): the model must be signed by it
 
     def __post_init__(self) -> None:
         _check_path(self, "path")
+        _check_path(self, "trust_anchor")
+        if self.trust_anchor is not None and not self.trust_anchor.is_file():
+            _fail("model.trust_anchor", "the vendor model-signing CA certificate (a PEM file)", str(self.trust_anchor))
         if self.path is not None and not (self.path / "manifest.json").is_file():
             _fail("model.path", "a model folder containing manifest.json", str(self.path))
         _check_type(self, "backend", str, f"one of {', '.join(_BACKENDS)}")
@@ -187,6 +194,7 @@ class AgentConfig:
     dicom: DicomConfig = field(default_factory=DicomConfig)
     hot_folder: HotFolderConfig = field(default_factory=HotFolderConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    mqtt: MqttSettings | None = None  # None: verdicts go to the journal only
 
     def __post_init__(self) -> None:
         _check_path(self, "state_dir", optional=False)
@@ -228,7 +236,7 @@ _SECTIONS: dict[str, type] = {
     "hot_folder": HotFolderConfig,
     "logging": LoggingConfig,
 }
-_PATH_KEYS = {"state_dir", "journal", "quarantine_dir", "path", "cache_dir", "socket"}
+_PATH_KEYS = {"state_dir", "journal", "quarantine_dir", "path", "cache_dir", "socket", "trust_anchor"}
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -273,7 +281,11 @@ def _build(cls: type, data: object, prefix: str, base_dir: Path, nested: dict[st
             raise ConfigError(
                 f"{prefix}{key}: unknown key{did_you_mean}; known keys in {where}: {', '.join(known)}"
             )
-        if nested and key in nested:
+        if key == "mqtt" and cls is AgentConfig:
+            from .transport.settings import parse_mqtt_settings
+
+            kwargs[key] = None if value is None else parse_mqtt_settings(value, base_dir)
+        elif nested and key in nested:
             kwargs[key] = _build(nested[key], {} if value is None else value, f"{key}.", base_dir)
         elif key in _PATH_KEYS and isinstance(value, str) and value:
             kwargs[key] = _resolve(value, base_dir)

@@ -8,9 +8,10 @@ dates or UIDs in clear (the SOP Instance UID stays in ``facts``, which is never 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .decode import ImageFacts
+if TYPE_CHECKING:  # keeps `import verdict` free of pydicom (the submit hook must start fast)
+    from .decode import ImageFacts
 
 __all__ = ["LABELS", "Reason", "ModelRef", "Timings", "Verdict"]
 
