@@ -1,15 +1,26 @@
-"""``edge-agent demo``: the main job end to end on embedded defaults.
+"""``edge-agent demo``: the main job end to end on one machine, on embedded defaults.
 
 Gathers the bundled sample images (``samples/``: real radiographs and fakes made by this
 project's own generators, with licences in ``samples/README.md``), the real CR radiographs of
 the ``pydicom-data`` package when it is installed, and a copy-move forgery made on the spot from
-a real sample; then runs ``scan`` over them with the shipped model, writing heat maps.
+a real sample. Then:
+
+1. ``scan`` over them with the shipped model (or ``--model``): the verdict table, and heat maps
+   of where the model saw evidence in ``OUT/heatmaps/``;
+2. the whole loop (:mod:`.demo_loop`) in ``OUT/loop/``: a demo fleet CA, Mosquitto on a free
+   loopback port with TLS and the generated ACL, the collector on SQLite, the agent judging the
+   same images from its hot folder and sending signed verdicts; the collector's verified verdicts
+   and alerts are printed, then everything stops (SIGTERM, reverse order).
+
+Exit status: 0 the demo ran (flagged images are its point, not an error); 2 it could not run, or
+a step of the loop failed (the message names the step and the logs; nothing is left running).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -77,10 +88,20 @@ def _prepare(out: Path) -> Path:
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("demo", help="scan the bundled samples with the shipped model (main job, embedded defaults)")
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="where images, heat maps and verdicts go")
+    p = sub.add_parser("demo", help="the main job on one machine: scan the bundled samples, then CA, broker, "
+                                    "collector and agent end to end (loopback only)")
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="where images, heat maps and the loop's folder go")
+    p.add_argument("--model", type=Path, help="model folder (default: the shipped model)")
     p.add_argument("--backend", default="auto", choices=("auto", "openvino", "onnxruntime"))
+    p.add_argument("--keep", action="store_true",
+                   help="keep OUT/loop (CA, keys, configs, logs, the collector's SQLite store) after a clean run")
+    p.add_argument("--timeout", type=float, default=180.0, metavar="S",
+                   help="how long to wait for the collector to store every verdict (default 180)")
     p.set_defaults(func=run_demo)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM to the demo: unwind, so the loop stops what it started
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -88,9 +109,33 @@ def run_demo(args: argparse.Namespace) -> int:
     images = _prepare(args.out)
     print(f"demo: scanning {images} (heat maps in {args.out / 'heatmaps'})")
     scan_args = argparse.Namespace(
-        paths=[str(images)], jsonl=False, heatmaps=args.out / "heatmaps", model=None,
+        paths=[str(images)], jsonl=False, heatmaps=args.out / "heatmaps", model=args.model,
         backend=args.backend, precision="auto", threads=2,
     )
     status = scan_cmd.run_scan(scan_args)
-    # Flagged images are the point of the demo; only a failure to run is an error.
-    return 0 if status in (0, 1) else status
+    if status == 2:
+        return status  # the model or the arguments are unusable: the loop would fail the same way
+    from .demo_loop import run_loop  # the trust and transport stacks load only here
+
+    work = args.out / "loop"
+    if work.exists():
+        shutil.rmtree(work)
+    files = sorted(p for p in images.rglob("*") if p.is_file())
+    print(f"\ndemo: the whole loop on this machine, in {work}")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        result = run_loop(files, work.resolve(), args.model.resolve() if args.model else None, args.timeout)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    flagged = sum(1 for v in result.verdicts if v.get("label") in ("suspicious", "synthetic"))
+    print(f"demo: done. {len(result.verdicts)} images judged on the device, signed, sent over MQTT/TLS and verified by "
+          f"the collector; {flagged} flagged, {len(result.alerts)} alert(s) raised. Clean shutdown.")
+    print(f"  heat maps       {args.out / 'heatmaps'}")
+    print(f"  images          {images}")
+    if args.keep:
+        print(f"  loop folder     {work}  (fleet-ca/, broker/, *-identity/, agent.yaml, collector.yaml, logs/)")
+        print(f"  collector store {work / 'collector.sqlite3'}: edge-collector verdicts --config {work / 'collector.yaml'}")
+    else:
+        shutil.rmtree(work)
+        print("  loop folder     removed (pass --keep to keep the CA, keys, configs, logs and the collector's store)")
+    return 0

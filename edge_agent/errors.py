@@ -32,6 +32,7 @@
     │   └── SignerNotTrusted      intact, but the certificate does not chain to a trust anchor
     ├── ForensicsError       a noise profile or detector fingerprint is malformed, altered, or made
     │                        for another image geometry (``edge_agent.forensics``)
+    ├── DemoError            a step of ``edge-agent demo``'s loop failed (names the step and its log)
     └── TransportError       the outbox, the broker link or the collector cannot carry a verdict (``reason``)
         ├── OutboxFullError      the outbox reached its row, byte or age bound: the verdict is refused, loudly
         ├── OutboxStateError     an outbox row event that its state does not allow (a bug, never data)
@@ -69,6 +70,7 @@ __all__ = [
     "SignatureError",
     "DeviceMismatchError",
     "ReplayError",
+    "DemoError",
     "TransportError",
     "OutboxFullError",
     "OutboxStateError",
@@ -194,6 +196,11 @@ class DeviceMismatchError(EnvelopeError):
 
 class ReplayError(EnvelopeError):
     reason = "replay"
+
+
+class DemoError(EdgeAgentError):
+    """A step of the demo loop (CA, broker, collector, agent, delivery, shutdown) failed; the message
+    names the step and the log to read. Everything the demo started has been stopped."""
 
 
 class TransportError(EdgeAgentError):

@@ -82,6 +82,15 @@ def _add_ca(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p.add_argument("--out-cert", type=Path, required=True)
     p.add_argument("--days", type=int, default=3 * 365)
     p.set_defaults(func=_ca_issue_model_signer)
+    p = ca.add_parser("issue-server", help="create a TLS server key + certificate for the site's MQTT broker (EKU serverAuth)")
+    common(p)
+    p.add_argument("--name", required=True, help="subject CN, e.g. broker.site-a")
+    p.add_argument("--dns", action="append", default=[], metavar="HOST", help="DNS SAN clients dial; repeatable")
+    p.add_argument("--ip", action="append", default=[], metavar="ADDR", help="IP SAN clients dial; repeatable")
+    p.add_argument("--out-key", type=Path, required=True, help="new P-256 key, written 0600, unencrypted (Mosquitto reads it)")
+    p.add_argument("--out-cert", type=Path, required=True)
+    p.add_argument("--days", type=int, default=365, help="validity, at most 365")
+    p.set_defaults(func=_ca_issue_server)
     p = ca.add_parser("revoke", help="revoke a certificate (then publish a CRL)")
     common(p)
     g = p.add_mutually_exclusive_group(required=True)
@@ -127,6 +136,23 @@ def _ca_issue_model_signer(args: argparse.Namespace) -> int:
     cert = _fleet_ca(args).issue_model_signer(args.out_key, args.name, args.days)
     args.out_cert.write_bytes(_pem(cert))
     print(f"model signer {cert.subject.rfc4514_string()}: key {args.out_key} (0600), certificate {args.out_cert}")
+    return 0
+
+
+def _ca_issue_server(args: argparse.Namespace) -> int:
+    from .trust.keys import FileKeyStore
+
+    dns, ips = args.dns, args.ip
+    if not dns and not ips:
+        dns, ips = ["localhost"], ["127.0.0.1", "::1"]  # this machine's loopback only
+    ca = _fleet_ca(args)
+    ca.certificate()  # no CA here: say so before a key file is made
+    key = FileKeyStore(args.out_key).generate()
+    cert = ca.issue_server(key.public_key(), args.name, dns, ips, args.days)
+    args.out_cert.write_bytes(_pem(cert))
+    names = ", ".join([f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips])
+    print(f"server {cert.subject.rfc4514_string()} ({names}) valid until {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}: "
+          f"key {args.out_key} (0600), certificate {args.out_cert}")
     return 0
 
 

@@ -129,3 +129,51 @@ def test_ca_key_encrypted_with_a_passphrase_from_the_environment(tmp_path: Path,
     monkeypatch.delenv("EDGE_AGENT_CA_PASSPHRASE")
     assert main(["ca", "issue", "--ca", str(ca_dir), str(csr), "--out", str(tmp_path / "d.pem")]) == 2
     assert "EDGE_AGENT_CA_PASSPHRASE" in capsys.readouterr().err
+
+
+def test_broker_certificate_from_the_fleet_ca_serves_tls_on_localhost_and_cannot_pose_as_a_device(tmp_path: Path) -> None:
+    from cryptography.x509 import DNSName, IPAddress
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+    import ipaddress
+
+    ca = new_fleet(tmp_path / "ca")
+    key = ec.generate_private_key(ec.SECP256R1())  # made by the caller, where the broker runs
+    cert = ca.issue_server(key.public_key(), "broker.site-a", now=NOW)
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 365
+
+    policy = PolicyBuilder().store(Store([ca.certificate()])).time(NOW)
+    for name in (DNSName("localhost"), IPAddress(ipaddress.ip_address("127.0.0.1")), IPAddress(ipaddress.ip_address("::1"))):
+        policy.build_server_verifier(name).verify(cert, [])  # RFC 5280 path + serverAuth + SAN match
+    with pytest.raises(VerificationError):
+        policy.build_server_verifier(DNSName("broker.elsewhere.example")).verify(cert, [])
+    with pytest.raises(VerificationError):
+        policy.build_client_verifier().verify(cert, [])  # no clientAuth: it cannot connect as a device
+    with pytest.raises(CertificateAuthorityError, match="1..365"):
+        ca.issue_server(key.public_key(), "broker.site-a", days=400)
+    with pytest.raises(CertificateAuthorityError, match="not ECDSA P-256"):
+        ca.issue_server(ec.generate_private_key(ec.SECP384R1()).public_key(), "broker.site-a")
+
+
+@needs_openssl
+def test_ca_issue_server_command_writes_a_private_key_and_a_cert_openssl_accepts_for_sslserver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = new_fleet(tmp_path / "ca", now=dt.datetime.now(dt.timezone.utc))
+    key, cert = tmp_path / "broker.key", tmp_path / "broker.pem"
+    assert main(["ca", "issue-server", "--ca", str(ca.directory), "--name", "broker.site-a", "--dns", "broker.site-a.example",
+                 "--ip", "10.0.0.5", "--out-key", str(key), "--out-cert", str(cert)]) == 0
+    assert "DNS:broker.site-a.example, IP:10.0.0.5" in capsys.readouterr().out
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    ok = subprocess.run(["openssl", "verify", "-CAfile", str(ca.cert_path), "-purpose", "sslserver",
+                         "-verify_hostname", "broker.site-a.example", str(cert)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    as_client = subprocess.run(["openssl", "verify", "-CAfile", str(ca.cert_path), "-purpose", "sslclient", str(cert)],
+                               capture_output=True, text=True)
+    assert as_client.returncode != 0
+    assert main(["ca", "issue-server", "--ca", str(ca.directory), "--name", "b", "--out-key", str(key),
+                 "--out-cert", str(tmp_path / "again.pem")]) == 2  # never overwrites a key

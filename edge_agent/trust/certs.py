@@ -11,6 +11,10 @@ Profiles
   model signer    subject CN = signer name; keyUsage digitalSignature; EKU codeSigning only, so
                   a device certificate cannot sign a model and a model signer cannot pose as a
                   device.
+  server          the site's MQTT broker: subject CN = a name; SAN DNS / IP names the clients
+                  dial (§4.2.1.6; TLS clients match the SAN, never the CN: RFC 6125 §6.4.4);
+                  keyUsage digitalSignature (ECDHE_ECDSA); EKU serverAuth only, so a broker
+                  certificate cannot pose as a device; validity at most 365 days.
 
 Validation (:func:`validate_chain`) first finds the path by issuer signature to classify a
 foreign CA, then checks each certificate's validity at the *given* time (the verdict's issue
@@ -21,6 +25,7 @@ time, or the model signature's time) to name expired vs not-yet-valid, then runs
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 import threading
 from collections.abc import Sequence
@@ -54,6 +59,8 @@ __all__ = [
     "build_ca_certificate",
     "build_device_certificate",
     "build_model_signer_certificate",
+    "build_server_certificate",
+    "MAX_SERVER_DAYS",
     "device_id_of",
     "validate_chain",
     "check_revocation",
@@ -63,6 +70,7 @@ __all__ = [
 
 DEVICE_URN_PREFIX = "urn:edge-agent:device:"
 MAX_DEVICE_DAYS = 365
+MAX_SERVER_DAYS = 365
 # Back-date notBefore so a device whose clock is a little behind the CA's can use a fresh cert.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 # Validated chains and CRL signature checks, so a collector verifying thousands of envelopes
@@ -72,6 +80,7 @@ _CACHE_LOCK = threading.Lock()
 _PATH_CACHE: dict[tuple[object, ...], list[x509.Certificate]] = {}
 _CRL_CACHE: dict[tuple[bytes, x509.Certificate], bool] = {}
 _DEVICE_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # RFC 1123 §2.1; no wildcards
 
 
 def utcnow() -> dt.datetime:
@@ -210,6 +219,42 @@ def build_model_signer_certificate(
     return (
         _leaf_builder(name, public_key, ca_cert, days, now)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def build_server_certificate(
+    public_key: ec.EllipticCurvePublicKey,
+    name: str,
+    dns_names: Sequence[str],
+    ip_addresses: Sequence[str],
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    days: int,
+    now: dt.datetime,
+) -> x509.Certificate:
+    """A TLS server certificate (the site's MQTT broker) for the names clients connect to."""
+    if not 1 <= days <= MAX_SERVER_DAYS:
+        raise CertificateAuthorityError(f"--days {days}: a server certificate lives 1..{MAX_SERVER_DAYS} days")
+    _require_p256(public_key, "the server")
+    if not name.strip():
+        raise CertificateAuthorityError("a server certificate needs a name (its CN, e.g. broker.site-a)")
+    names: list[x509.GeneralName] = []
+    for dns in dns_names:
+        if len(dns) > 253 or not all(_HOST_LABEL.match(label) for label in dns.split(".")):
+            raise CertificateAuthorityError(f"DNS name {dns!r} is not a host name (e.g. broker.site-a.example)")
+        names.append(x509.DNSName(dns.lower()))
+    for ip in ip_addresses:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        except ValueError:
+            raise CertificateAuthorityError(f"IP address {ip!r} is not an IPv4 or IPv6 address") from None
+    if not names:
+        raise CertificateAuthorityError("a server certificate needs at least one DNS name or IP address (its SAN)")
+    return (
+        _leaf_builder(name, public_key, ca_cert, days, now)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..errors import CertificateAuthorityError, KeyStoreError
 from .certs import (
     MAX_DEVICE_DAYS,
+    MAX_SERVER_DAYS,
     build_ca_certificate,
     build_device_certificate,
     build_model_signer_certificate,
+    build_server_certificate,
     utcnow,
 )
 from .keys import FileKeyStore, PassphraseSource, SoftwareKey, write_private_file
@@ -146,6 +149,18 @@ class FleetCA:
         signer = FileKeyStore(key_path, passphrase).generate()
         cert = build_model_signer_certificate(signer.public_key(), name, self.certificate(), self._key(), days, now or utcnow())
         self._record(cert, "model-signer")
+        return cert
+
+    def issue_server(
+        self, public_key: ec.EllipticCurvePublicKey, name: str, dns_names: Sequence[str] = ("localhost",),
+        ip_addresses: Sequence[str] = ("127.0.0.1", "::1"), days: int = MAX_SERVER_DAYS, now: dt.datetime | None = None,
+    ) -> x509.Certificate:
+        """Certify a TLS server key (the site's MQTT broker; EKU serverAuth). The caller generates
+        the P-256 key where the server runs and passes only its public half. The defaults name
+        this machine's loopback only; a real broker passes the names its clients dial."""
+        cert = build_server_certificate(public_key, name, dns_names, ip_addresses, self.certificate(), self._key(), days,
+                                        now or utcnow())
+        self._record(cert, "server")
         return cert
 
     def revoke(self, serial: int, now: dt.datetime | None = None) -> None:
