@@ -99,7 +99,7 @@ def train_generator(kind: str, images: np.ndarray, seconds: float, batch: int, s
         for k, m in mods.items():
             m.load_state_dict(state[k])
         used, step = state["seconds"], state["step"]
-        if state.get("done"):
+        if used >= seconds:
             return
     bce = nn.BCEWithLogitsLoss()
     t0 = time.time()
