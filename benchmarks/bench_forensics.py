@@ -1,0 +1,110 @@
+"""Per-image cost of the forensic layers vs the model (issue 6: all layers together must add at
+most half of the model's own time per image).
+
+    python -m benchmarks.bench_forensics [--repeat 15] [--model DIR]
+
+Inputs: RG1 and RG3 (pydicom-data CR radiographs, 1955x1841 and 1760x1760: 64 and 49 tiles) and
+512x512 slices (pydicom's CT_small enlarged 4x, as in bench_pipeline). The layers get the model's
+tiles (``grid_tiles``, 256 px, <= 64), as they will in the pipeline. The model time is the shipped
+model's when one is installed (ONNX Runtime, 2 threads), else a stand-in with the same layer shapes
+(benchmarks/standin_model.py). The fingerprint is the image's own (N=1 enrolment: cost does not
+depend on the values); its per-geometry cache is warm, as on a device that keeps one detector size.
+Medians, ms per image; the machine is shared, so compare ratios more than absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge_agent.decode import decode_path  # noqa: E402
+from edge_agent.forensics import FingerprintCheck, NoiseCheck, NoiseProfile, check_metadata, enroll, measure_noise  # noqa: E402
+from edge_agent.tiling import grid_tiles  # noqa: E402
+
+TILE, MAX_TILES = 256, 64
+
+
+def _median_ms(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _inputs(workdir: Path) -> dict[str, Path]:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    sets = {n: Path(str(get_testdata_file(f"{n}_UNCR.dcm", download=False))) for n in ("RG1", "RG3")}
+    ct = pydicom.dcmread(str(get_testdata_file("CT_small.dcm", download=False)))
+    big = np.kron(ct.pixel_array, np.ones((4, 4), dtype=ct.pixel_array.dtype))
+    ct.PixelData = (big + np.random.default_rng(0).integers(-3, 4, big.shape).astype(big.dtype)).tobytes()
+    ct.Rows, ct.Columns = big.shape
+    p = workdir / "ct512.dcm"
+    ct.save_as(p, enforce_file_format=True)
+    sets["CT512"] = p
+    return sets
+
+
+def _model_runner(model: Path | None, workdir: Path) -> tuple[str, Callable[[np.ndarray], object]]:
+    global TILE, MAX_TILES
+    try:
+        from edge_agent.detect import default_model_dir, open_detector
+
+        det = open_detector(model or default_model_dir(), threads=2)
+        TILE, MAX_TILES = det.manifest.tiling.tile, det.manifest.tiling.max_tiles  # the model's own tiles
+        return f"shipped model {det.model_ref.name} {det.model_ref.version} ({det.model_ref.backend})", \
+            lambda frame: det.score(frame)
+    except Exception:
+        from benchmarks.standin_model import StandinRunner, build_standin
+
+        runner = StandinRunner(build_standin(workdir / "standin.onnx"))
+        return "stand-in model (same layer shapes, ORT FP32, 2 threads)", \
+            lambda frame: runner.run(grid_tiles(frame, TILE, MAX_TILES)[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--model", type=Path, default=None)
+    args = ap.parse_args()
+    import pydicom
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        label, run_model = _model_runner(args.model, workdir)
+        print(f"{label}; medians of {args.repeat} runs, ms per image")
+        print(f"{'set':<7}{'tiles':>6}{'model':>9}{'physics':>9}{'fingerpr':>10}{'metadata':>10}{'layers':>9}{'ratio':>8}{'fp cold':>9}")
+        for name, path in _inputs(workdir).items():
+            frame = decode_path(path).frames[0]
+            ds = pydicom.dcmread(path)
+            tiles, origins = grid_tiles(frame, TILE, MAX_TILES)
+            profile = NoiseProfile.fit([measure_noise(tiles)] * 3, modality="")
+            noise = NoiseCheck(profile)
+            fp_check = FingerprintCheck(enroll([frame]))
+            t0 = time.perf_counter()
+            fp_check.check(frame, tiles, origins)
+            cold = (time.perf_counter() - t0) * 1e3
+            m = _median_ms(lambda: run_model(frame), args.repeat)
+            tn = _median_ms(lambda: noise.check(frame, tiles, origins), args.repeat)
+            tf = _median_ms(lambda: fp_check.check(frame, tiles, origins), args.repeat)
+            tm = _median_ms(lambda: check_metadata(ds), args.repeat)
+            total = tn + tf + tm
+            print(f"{name:<7}{len(origins):>6}{m:>9.1f}{tn:>9.1f}{tf:>10.1f}{tm:>10.2f}{total:>9.1f}{total / m:>8.2f}{cold:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""User stories for the detector-fingerprint layer (edge_agent.forensics.fingerprint), on the
+physics simulator: small panels so the whole file runs in a few seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.errors import ForensicsError
+from edge_agent.forensics import Fingerprint, FingerprintCheck, FingerprintEnrollment, enroll
+from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like, jpeg_roundtrip, splice
+from edge_agent.tiling import grid_tiles
+
+SHAPE = (256, 384)
+
+
+@pytest.fixture(scope="module")
+def panels() -> tuple[Panel, Panel]:
+    return Panel(PanelSpec(11, shape=SHAPE)), Panel(PanelSpec(12, shape=SHAPE))
+
+
+@pytest.fixture(scope="module")
+def check(panels: tuple[Panel, Panel]) -> FingerprintCheck:
+    rng = np.random.default_rng(1)
+    fp = enroll(panels[0].acquire(rng) for _ in range(12))
+    return FingerprintCheck(fp.quantised(8))
+
+
+def _check(check: FingerprintCheck, img: np.ndarray):
+    tiles, origins = grid_tiles(img, 256, 64)
+    return check.check(img, tiles, origins), check.measure(img, tiles, origins), origins
+
+
+def test_new_image_from_the_enrolled_panel_carries_its_fingerprint_and_raises_nothing(check, panels):
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        finding, m, _ = _check(check, panels[0].acquire(rng))
+        assert finding.layer == "fingerprint"
+        assert finding.reasons == ()
+        assert finding.score is not None and finding.score < 0.05
+        assert m.pce > 1000
+        assert finding.heat is not None and finding.heat.shape == (2, 8, 8)
+
+
+def test_image_from_another_panel_of_the_same_model_is_flagged_fingerprint_absent(check, panels):
+    finding, m, _ = _check(check, panels[1].acquire(np.random.default_rng(3)))
+    assert "fingerprint.absent" in finding.flagged_codes
+    assert finding.score is not None and finding.score > 0.9
+    assert m.pce < 50
+
+
+@pytest.mark.parametrize("kind", ["uniform_grain", "physics_noise"])
+def test_generated_image_claiming_this_device_lacks_its_fingerprint(check, kind):
+    finding, _, _ = _check(check, generated_like(np.random.default_rng(4), SHAPE, kind))
+    assert "fingerprint.absent" in finding.flagged_codes
+
+
+def test_region_spliced_from_another_panel_is_pointed_at_by_the_mismatch_map(check, panels):
+    rng = np.random.default_rng(5)
+    img, mask = splice(panels[0].acquire(rng), panels[1].acquire(rng), rng, size=(100, 140))
+    finding, m, origins = _check(check, img)
+    assert "fingerprint.local_mismatch" in finding.flagged_codes
+    n, yy, xx = m.peak()
+    oy, ox = origins[n]
+    assert mask[oy + yy * m.cell + m.cell // 2, ox + xx * m.cell + m.cell // 2]
+
+
+def test_lossy_reencoded_authentic_image_is_reported_weakened_not_absent(check, panels):
+    img = jpeg_roundtrip(panels[0].acquire(np.random.default_rng(6)), 90)
+    finding, m, _ = _check(check, img)
+    assert "fingerprint.absent" not in finding.flagged_codes
+    assert "fingerprint.weakened" in finding.flagged_codes
+    assert m.gain < 0.5
+
+
+def test_fingerprint_survives_its_signed_byte_form_and_a_flipped_byte_is_refused(check, panels):
+    fp = check.fingerprint
+    data = fp.to_bytes()
+    assert fp.to_bytes() == data  # deterministic: what the device key signs
+    again = Fingerprint.from_bytes(data, expected_sha256=fp.sha256)
+    np.testing.assert_array_equal(again.pattern, fp.pattern)
+    assert again.to_bytes() == data and again.sha256 == fp.sha256
+    assert len(data) < fp.pattern.size * 1.2  # ~1 byte per pixel or less, zipped
+    bad = bytearray(data)
+    bad[-5] ^= 0xFF
+    with pytest.raises(ForensicsError, match="sha256"):
+        Fingerprint.from_bytes(bytes(bad), expected_sha256=fp.sha256)
+    with pytest.raises(ForensicsError):
+        Fingerprint.from_bytes(b"EAFP" + b"\x00" * 20)
+
+
+def test_one_bit_fingerprint_is_eight_times_smaller_and_still_recognises_its_panel(check, panels):
+    small = check.fingerprint.quantised(1)
+    assert len(small.to_bytes()) < len(check.fingerprint.to_bytes()) / 4
+    finding, m, _ = _check(FingerprintCheck(small), panels[0].acquire(np.random.default_rng(7)))
+    assert "fingerprint.absent" not in finding.flagged_codes and m.pce > 200
+
+
+def test_image_of_another_size_is_not_judged_against_the_fingerprint(check):
+    finding = check.check(np.zeros((300, 300), np.float32))
+    assert finding.score is None
+    assert finding.flagged_codes == ("fingerprint.geometry_mismatch",)
+
+
+def test_enrolment_refuses_images_of_another_size():
+    acc = FingerprintEnrollment(SHAPE)
+    with pytest.raises(ForensicsError, match="enrol"):
+        acc.add(np.zeros((10, 10), np.float32))
+    with pytest.raises(ForensicsError):
+        acc.finish()
+
+
+def test_multiplicative_model_for_linear_images_enrols_and_recognises_its_panel(panels):
+    rng = np.random.default_rng(8)
+    # a linear ("for processing") image: the gain multiplies the signal
+    linear = [np.exp(-3.0 * p.acquire(rng)) for p in [panels[0]] * 6]
+    fp = enroll(linear, model="multiplicative")
+    assert fp.model == "multiplicative" and fp.images == 6
+    own = np.exp(-3.0 * panels[0].acquire(rng))
+    other = np.exp(-3.0 * panels[1].acquire(rng))
+    check = FingerprintCheck(fp)
+    assert check.measure(own).pce > 50 > check.measure(other).pce

@@ -1,0 +1,92 @@
+"""User stories for the imaging-physics layer (edge_agent.forensics.noise) on the simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.decode import ImageFacts
+from edge_agent.errors import ForensicsError
+from edge_agent.forensics import NoiseCheck, NoiseProfile, measure_noise
+from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like
+from edge_agent.tiling import grid_tiles
+
+SHAPE = (512, 512)
+
+
+def _features(img: np.ndarray):
+    return measure_noise(grid_tiles(img, 256, 64)[0])
+
+
+@pytest.fixture(scope="module")
+def profile() -> NoiseProfile:
+    rng = np.random.default_rng(10)
+    panels = [Panel(PanelSpec(s, shape=SHAPE)) for s in (31, 32, 33)]
+    return NoiseProfile.fit((_features(panels[i % 3].acquire(rng)) for i in range(24)), modality="DX",
+                            source="simulator")
+
+
+def _check(profile: NoiseProfile, img: np.ndarray):
+    tiles, origins = grid_tiles(img, 256, 64)
+    return NoiseCheck(profile).check(img, tiles, origins)
+
+
+def test_authentic_images_from_a_panel_the_profile_never_saw_pass(profile):
+    rng = np.random.default_rng(11)
+    panel = Panel(PanelSpec(34, shape=SHAPE))
+    for _ in range(4):
+        finding = _check(profile, panel.acquire(rng))
+        assert finding.layer == "physics"
+        assert finding.reasons == (), finding.reasons
+        assert finding.score is not None and finding.score < 0.5
+
+
+def test_uniform_grain_that_does_not_follow_the_signal_is_named(profile):
+    finding = _check(profile, generated_like(np.random.default_rng(12), SHAPE, "uniform_grain", noise_std=0.006))
+    assert "physics.noise_not_signal_dependent" in finding.flagged_codes
+    assert finding.score is not None and finding.score > 0.9
+
+
+def test_too_perfect_image_is_flagged_noise_too_low(profile):
+    finding = _check(profile, generated_like(np.random.default_rng(13), SHAPE, "too_smooth"))
+    assert "physics.noise_too_low" in finding.flagged_codes
+
+
+def test_white_unblurred_grain_gives_an_abnormal_spectrum(profile):
+    finding = _check(profile, generated_like(np.random.default_rng(14), SHAPE, "uniform_grain", noise_std=0.01))
+    assert "physics.spectrum_abnormal" in finding.flagged_codes
+
+
+def test_profile_is_small_json_and_round_trips(profile):
+    text = profile.to_json()
+    assert len(text) < 4000
+    again = NoiseProfile.from_json(text)
+    assert again == profile
+    with pytest.raises(ForensicsError):
+        NoiseProfile.from_json('{"format": "something else"}')
+
+
+def test_online_update_with_new_authentic_images_moves_the_profile_towards_them(profile):
+    feats = _features(Panel(PanelSpec(35, shape=SHAPE)).acquire(np.random.default_rng(15)))
+    updated = profile.updated(feats)
+    assert updated.images == profile.images + 1
+    for k, v in feats.values.items():
+        if v is not None and k in profile.stats:
+            assert abs(updated.stats[k].mean - v) <= abs(profile.stats[k].mean - v) + 1e-12
+    capped = NoiseProfile.fit([feats] * 5, modality="DX", horizon=3)
+    assert capped.images == 3  # beyond the horizon, an exponential moving average
+
+
+def test_image_of_another_modality_gets_no_score_rather_than_a_wrong_one(profile):
+    facts = ImageFacts(container="dicom", file_sha256="", pixel_sha256="", rows=512, columns=512, frames=1,
+                       bits_stored=12, photometric="MONOCHROME2", modality="MR")
+    img = Panel(PanelSpec(36, shape=SHAPE)).acquire(np.random.default_rng(16))
+    tiles, origins = grid_tiles(img, 256, 64)
+    finding = NoiseCheck(profile).check(img, tiles, origins, facts)
+    assert finding.score is None and finding.flagged_codes == ("physics.no_profile",)
+
+
+def test_blank_image_cannot_be_measured_and_says_so(profile):
+    finding = _check(profile, np.ones(SHAPE, np.float32))
+    assert finding.score is None
+    assert finding.flagged_codes == ("physics.insufficient_flat_area",)
