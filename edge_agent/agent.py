@@ -32,6 +32,7 @@ from typing import Protocol
 
 from .config import AgentConfig
 from .detect import open_detector
+from .evidence import Evidence
 from .dicom_scp import DicomReceiver
 from .errors import IngestError
 from .hook_socket import HookSocket
@@ -101,7 +102,8 @@ class Agent:
     def _open_pipeline(self) -> Judge:
         m = self.config.model
         anchor = m.trust_anchor.read_bytes() if m.trust_anchor is not None else None
-        return Pipeline(open_detector(m.path, m.backend, m.precision, m.threads, m.cache_dir, trust_anchor=anchor))
+        detector = open_detector(m.path, m.backend, m.precision, m.threads, m.cache_dir, trust_anchor=anchor)
+        return Pipeline(detector, evidence=Evidence(self.config.forensics))
 
     def add_sink(self, sink: VerdictSink) -> None:
         """Send every verdict to ``sink`` too (before the journal). Call before :meth:`start`;

@@ -21,7 +21,14 @@ import yaml
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # the transport (paho, trust) loads only when a config has an mqtt: section
+    from .evidence import EvidenceSettings
     from .transport.settings import MqttSettings
+
+
+def _default_evidence() -> EvidenceSettings:
+    from .evidence import EvidenceSettings
+
+    return EvidenceSettings()
 
 __all__ = [
     "AgentConfig",
@@ -195,6 +202,7 @@ class AgentConfig:
     hot_folder: HotFolderConfig = field(default_factory=HotFolderConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     mqtt: MqttSettings | None = None  # None: verdicts go to the journal only
+    forensics: EvidenceSettings = field(default_factory=lambda: _default_evidence())
 
     def __post_init__(self) -> None:
         _check_path(self, "state_dir", optional=False)
@@ -285,6 +293,12 @@ def _build(cls: type, data: object, prefix: str, base_dir: Path, nested: dict[st
             from .transport.settings import parse_mqtt_settings
 
             kwargs[key] = None if value is None else parse_mqtt_settings(value, base_dir)
+        elif key == "forensics" and cls is AgentConfig:
+            from .evidence import load_evidence_settings
+
+            if value is not None and not isinstance(value, dict):
+                _fail("forensics", "a mapping of forensics settings", value)
+            kwargs[key] = load_evidence_settings(value or {}, base_dir)
         elif nested and key in nested:
             kwargs[key] = _build(nested[key], {} if value is None else value, f"{key}.", base_dir)
         elif key in _PATH_KEYS and isinstance(value, str) and value:

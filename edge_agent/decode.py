@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,9 @@ class ImageFacts:
 class DecodedImage:
     frames: tuple[np.ndarray, ...]
     facts: ImageFacts
+    # The parsed DICOM header (and raw pixel bytes) for the metadata and signature checks;
+    # None for PNG/JPEG. Stays on the device like ``facts``.
+    dataset: pydicom.Dataset | None = field(default=None, repr=False, compare=False)
 
 
 def decode_path(path: str | Path, limits: DecodeLimits = DecodeLimits()) -> DecodedImage:
@@ -252,7 +255,7 @@ def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedIm
         rescale_slope=slope,
         rescale_intercept=intercept,
     )
-    return DecodedImage(frames=tuple(grey), facts=facts)
+    return DecodedImage(frames=tuple(grey), facts=facts, dataset=ds)
 
 
 def _declare_detected_encoding(ds: pydicom.Dataset) -> None:

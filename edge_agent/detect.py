@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ _BATCH = 16
 @dataclass(frozen=True)
 class FrameScore:
     score: float
+    logit: float  # the aggregated image logit: score == sigmoid(logit)
     tile_logits: np.ndarray  # [N]
     cam: np.ndarray  # [N, h, w], logit units
     origins: tuple[tuple[int, int], ...]
@@ -34,6 +35,7 @@ class FrameScore:
     shape: tuple[int, int]
     preprocess_ms: float
     infer_ms: float
+    tiles: np.ndarray = field(repr=False, compare=False)  # the model's input, reused by forensics
 
     @property
     def peak_origin(self) -> tuple[int, int]:
@@ -63,6 +65,7 @@ class Detector:
         agg = aggregate_logits(logits, spec.aggregate, spec.topk)
         return FrameScore(
             score=sigmoid(agg),
+            logit=agg,
             tile_logits=logits,
             cam=cam,
             origins=tuple(origins),
@@ -70,6 +73,7 @@ class Detector:
             shape=(int(frame.shape[0]), int(frame.shape[1])),
             preprocess_ms=(t1 - t0) * 1e3,
             infer_ms=(t2 - t1) * 1e3,
+            tiles=tiles,
         )
 
 

@@ -1,4 +1,5 @@
-"""decode -> detect -> verdict for one file: the stage every ingestion path calls.
+"""decode -> detect (+ forensic evidence, fused) -> verdict for one file: the stage every
+ingestion path calls.
 
 ``Pipeline.process(path, display)`` never raises for a bad image: an input that cannot be read
 becomes an ``unreadable`` verdict with the reason, so one broken file never stops the agent.
@@ -15,6 +16,8 @@ from pathlib import Path
 from .decode import DecodedImage, DecodeLimits, decode_path
 from .detect import Detector, FrameScore
 from .errors import UnreadableImage
+from .evidence import Evidence
+from .fusion import fuse
 from .verdict import Reason, Timings, Verdict
 
 __all__ = ["Pipeline", "ScoredFrame"]
@@ -25,9 +28,12 @@ ScoredFrame = tuple[Verdict, FrameScore | None, DecodedImage | None]
 
 
 class Pipeline:
-    def __init__(self, detector: Detector, limits: DecodeLimits = DecodeLimits()) -> None:
+    def __init__(
+        self, detector: Detector, limits: DecodeLimits = DecodeLimits(), evidence: Evidence | None = None
+    ) -> None:
         self.detector = detector
         self.limits = limits
+        self.evidence = evidence if evidence is not None else Evidence()
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
         """All verdicts for one file (one per frame)."""
@@ -86,23 +92,31 @@ class Pipeline:
         out: list[ScoredFrame] = []
         multi = len(decoded.frames) > 1
         th = self.detector.manifest.thresholds
+        t0 = time.perf_counter()
+        file_findings, provenance = self.evidence.for_file(decoded)
+        file_ms = (time.perf_counter() - t0) * 1e3
         for i, frame in enumerate(decoded.frames):
             fs = self.detector.score(frame)
-            label = th.label(fs.score)
-            total = decode_ms + fs.preprocess_ms + fs.infer_ms if i == 0 else fs.preprocess_ms + fs.infer_ms
+            t1 = time.perf_counter()
+            findings = [*file_findings, *self.evidence.for_frame(frame, fs, decoded)]
+            model_reason = _model_reason(th.label(fs.score), fs, th.suspicious)
+            fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion)
+            forensics_ms = (time.perf_counter() - t1) * 1e3 + (file_ms if i == 0 else 0.0)
+            work = fs.preprocess_ms + fs.infer_ms + forensics_ms
             v = Verdict(
                 path=display,
                 frame=i if multi else None,
-                verdict=label,
-                score=fs.score,
+                verdict=fused.label,
+                score=fused.score,
                 threshold=th.suspicious,
                 synthetic_threshold=th.synthetic,
-                reasons=(_model_reason(label, fs, th.suspicious),),
+                reasons=fused.reasons,
                 timings_ms=Timings(
                     decode=decode_ms if i == 0 else 0.0,
                     preprocess=fs.preprocess_ms,
                     infer=fs.infer_ms,
-                    total=total,
+                    forensics=forensics_ms,
+                    total=work + (decode_ms if i == 0 else 0.0),
                 ),
                 model=self.detector.model_ref,
                 facts=decoded.facts,

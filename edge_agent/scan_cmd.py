@@ -37,6 +37,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--backend", default="auto", choices=("auto", "openvino", "onnxruntime"))
     p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"))
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="inference threads")
+    p.add_argument("--config", type=Path, metavar="AGENT_YAML",
+                   help="take the model and the forensics settings (noise profile, fingerprint, device "
+                        "identity, capture-signature trust, fusion) from the agent's config")
     p.set_defaults(func=run_scan)
 
 
@@ -68,8 +71,21 @@ def run_scan(args: argparse.Namespace) -> int:
     from .heatmap import render_overlay
     from .pipeline import Pipeline
 
-    detector = open_detector(args.model, args.backend, args.precision, args.threads)
-    pipeline = Pipeline(detector)
+    from .evidence import Evidence
+
+    evidence = Evidence()
+    model, backend, precision, anchor = args.model, args.backend, args.precision, None
+    if getattr(args, "config", None) is not None:
+        from .config import load_config
+
+        cfg = load_config(args.config)
+        evidence = Evidence(cfg.forensics)
+        model = model or cfg.model.path
+        backend = backend if backend != "auto" else cfg.model.backend
+        precision = precision if precision != "auto" else cfg.model.precision
+        anchor = cfg.model.trust_anchor.read_bytes() if cfg.model.trust_anchor is not None else None
+    detector = open_detector(model, backend, precision, args.threads, trust_anchor=anchor)
+    pipeline = Pipeline(detector, evidence=evidence)
     items = list(walk(args.paths))
     out: TextIO = sys.stdout
     progress = None

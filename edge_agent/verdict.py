@@ -56,6 +56,7 @@ class Timings:
     decode: float = 0.0
     preprocess: float = 0.0
     infer: float = 0.0
+    forensics: float = 0.0
     total: float = 0.0
 
     def to_dict(self) -> dict[str, float]:

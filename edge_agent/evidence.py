@@ -1,0 +1,150 @@
+"""Gather the evidence beside the model for one image: forensic layers and the capture signature.
+
+Per file: the DICOM metadata rules and the DICOM Digital Signature check (PS3.15 Annex C).
+Per frame: the imaging-physics noise check and the device-fingerprint check, on the model's own
+tiles (no second tiling pass). Which layers run is the site's configuration
+(:class:`EvidenceSettings`); the metadata and signature checks need nothing configured and run by
+default; the noise profile and the fingerprint are learned on the device (docs/forensics.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .fusion import FusionModel
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from .decode import DecodedImage
+    from .detect import FrameScore
+    from .dicom_signature import ProvenanceResult
+    from .forensics import DeviceIdentity, Fingerprint, LayerFinding, NoiseProfile
+
+__all__ = ["EvidenceSettings", "Evidence", "load_evidence_settings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    metadata: bool = True
+    signatures: bool = True
+    identity: DeviceIdentity | None = None
+    capture_anchors: tuple[x509.Certificate, ...] = ()
+    noise_profile: NoiseProfile | None = None
+    fingerprint: Fingerprint | None = None
+    fusion: FusionModel = field(default_factory=FusionModel)
+
+
+class Evidence:
+    def __init__(self, settings: EvidenceSettings = EvidenceSettings()) -> None:
+        self.settings = settings
+        self._noise = self._fingerprint = None
+        if settings.noise_profile is not None:
+            from .forensics import NoiseCheck
+
+            self._noise = NoiseCheck(settings.noise_profile)
+        if settings.fingerprint is not None:
+            from .forensics import FingerprintCheck
+
+            self._fingerprint = FingerprintCheck(settings.fingerprint)
+
+    def for_file(self, decoded: DecodedImage) -> tuple[list[LayerFinding], ProvenanceResult | None]:
+        """Metadata findings and the capture-signature result; DICOM only."""
+        ds = decoded.dataset
+        if ds is None:
+            return [], None
+        findings: list[LayerFinding] = []
+        provenance = None
+        if self.settings.metadata:
+            from .forensics import check_metadata
+
+            findings.append(check_metadata(ds, self.settings.identity))
+        if self.settings.signatures and "DigitalSignaturesSequence" in ds:
+            from .dicom_signature import check_dicom_signatures
+
+            provenance = check_dicom_signatures(ds, self.settings.capture_anchors)
+        return findings, provenance
+
+    def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
+        origins = list(fs.origins)
+        out: list[LayerFinding] = []
+        if self._noise is not None:
+            out.append(self._noise.check(frame, fs.tiles, origins, decoded.facts))
+        if self._fingerprint is not None:
+            out.append(self._fingerprint.check(frame, fs.tiles, origins))
+        return out
+
+
+def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceSettings:
+    """The agent config's ``forensics:`` section (validated; paths relative to the config)."""
+    allowed = {"metadata", "signatures", "identity", "capture_trust", "noise_profile", "fingerprint",
+               "fingerprint_sha256", "fusion"}
+    unknown = set(section) - allowed
+    if unknown:
+        raise ConfigError(f"forensics: unknown key(s) {sorted(unknown)}; known keys: {sorted(allowed)}")
+
+    def path(key: str) -> Path | None:
+        value = section.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"forensics.{key}: expected a path (a string), found {value!r}")
+        p = Path(value).expanduser()
+        p = p if p.is_absolute() else base_dir / p
+        if not p.is_file():
+            raise ConfigError(f"forensics.{key}: {p} does not exist")
+        return p
+
+    for key in ("metadata", "signatures"):
+        if not isinstance(section.get(key, True), bool):
+            raise ConfigError(f"forensics.{key}: expected true or false, found {section[key]!r}")
+    try:
+        identity = None
+        if section.get("identity") is not None:
+            from .forensics import DeviceIdentity
+
+            ident = section["identity"]
+            if not isinstance(ident, dict):
+                raise ConfigError(f"forensics.identity: expected a mapping, found {ident!r}")
+            identity = DeviceIdentity(**{k: tuple(v) if isinstance(v, list) else v for k, v in ident.items()})
+        anchors: tuple[Any, ...] = ()
+        if (p := path("capture_trust")) is not None:
+            from .dicom_signature import load_trust_anchors
+
+            anchors = load_trust_anchors(p)
+        profile = fingerprint = None
+        if (p := path("noise_profile")) is not None:
+            from .forensics import NoiseProfile
+
+            profile = NoiseProfile.from_json(p.read_text())
+        if (p := path("fingerprint")) is not None:
+            from .forensics import Fingerprint
+
+            fingerprint = Fingerprint.from_bytes(p.read_bytes(), section.get("fingerprint_sha256"))
+        fusion = FusionModel()
+        if (p := path("fusion")) is not None:
+            fusion = FusionModel.from_json(p.read_text())
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"forensics: {exc}") from None
+    except Exception as exc:  # a malformed profile / fingerprint / certificate file
+        raise ConfigError(f"forensics: {type(exc).__name__}: {exc}") from None
+    return EvidenceSettings(
+        metadata=section.get("metadata", True),
+        signatures=section.get("signatures", True),
+        identity=identity,
+        capture_anchors=anchors,
+        noise_profile=profile,
+        fingerprint=fingerprint,
+        fusion=fusion,
+    )
