@@ -93,7 +93,7 @@ def _worker(args: argparse.Namespace) -> None:
         result["cold_start_ms"] = (time.perf_counter() - t_start) * 1e3
         per_set = {}
         for name, paths in sets.items():
-            stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "total": []}
+            stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "forensics": [], "total": []}
             items = [(Path(p), p) for p in paths] * args.repeat
             t0 = time.perf_counter()
             n = 0
@@ -162,14 +162,14 @@ def main() -> None:
 def _report(name: str, version: str, results: dict[str, dict]) -> None:
     base = results["baseline"]["sets"]
     print(f"model {name} {version}; {os.cpu_count()} cores; medians (p50) and p95 in ms per image")
-    print(f"{'config':<18}{'set':<10}{'decode':>8}{'prep':>7}{'infer':>8}{'p50':>8}{'p95':>8}{'img/s':>8}"
+    print(f"{'config':<18}{'set':<10}{'decode':>8}{'prep':>7}{'infer':>8}{'foren':>7}{'p50':>8}{'p95':>8}{'img/s':>8}"
           f"{'vs base':>9}{'RSS MB':>8}{'cold ms':>9}")
     for cfg, r in results.items():
         for s, st in r["sets"].items():
             p50 = statistics.median(st["total"])
             ratio = p50 / statistics.median(base[s]["total"])
             ips = st.get("images_per_s", 1000.0 / p50)
-            print(f"{cfg:<18}{s:<10}{_med(st, 'decode'):>8}{_med(st, 'preprocess'):>7}{_med(st, 'infer'):>8}"
+            print(f"{cfg:<18}{s:<10}{_med(st, 'decode'):>8}{_med(st, 'preprocess'):>7}{_med(st, 'infer'):>8}{_med(st, 'forensics'):>7}"
                   f"{p50:>8.1f}{_pct(st['total'], 95):>8.1f}{ips:>8.1f}{ratio:>8.2f}x"
                   f"{r['peak_rss_mb']:>8.0f}{r.get('cold_start_ms', float('nan')):>9.0f}")
     print("vs base = pipeline p50 / (pydicom read + decode + SHA-256) p50 for the same file; target <= 1.0x")
