@@ -1,6 +1,7 @@
 """Command line: ``python -m models.train --data DIR [--data DIR2] --work WORKDIR --config CFG [--stage NAME]``.
 
-Stages run in order; each writes its outputs under WORKDIR and is skipped when its
+Stages (in order): index, generators, fakes, tiles, detector, baseline, lofo, export, evaluate,
+compare, ship. Each writes its outputs under WORKDIR and is skipped when its
 ``.done`` marker exists (delete the marker or pass ``--force`` to redo it). Long stages
 also checkpoint inside, so a killed run resumes. Wall time per stage is appended to
 ``WORKDIR/stage_times.json`` for the report.
@@ -17,7 +18,7 @@ import torch
 
 from .config import Config, load_config
 
-STAGES = ("index", "generators", "fakes", "tiles", "detector", "baseline", "lofo", "export", "evaluate", "ship")
+STAGES = ("index", "generators", "fakes", "tiles", "detector", "baseline", "lofo", "export", "evaluate", "compare", "ship")
 
 
 def _logger(work: Path) -> Callable[[str], None]:
@@ -59,6 +60,9 @@ def _run_stage(name: str, data: list[Path], work: Path, cfg: Config, log: Callab
     elif name == "evaluate":
         from .evaluate import evaluate_all
         evaluate_all(work, cfg, log)
+    elif name == "compare":
+        from .evaluate import compare_all
+        compare_all(work, cfg, log)
     elif name == "ship":
         from .ship import ship
         ship(work, cfg, log, Path(args.out))

@@ -27,7 +27,7 @@ from .fit import _baseline_arrays, load_baseline, load_detector
 from .imaging import container_of, encode_like, load_grey, load_grey_bytes, resize_float
 from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, ort_runner, ov_runner, tile_scores, torch_runner
 
-__all__ = ["evaluate_all", "thresholds_from_reals"]
+__all__ = ["evaluate_all", "compare_all", "thresholds_from_reals"]
 
 AGGS = (("mean", 1), ("max", 1), ("topk_mean", 2), ("topk_mean", 4))
 
@@ -143,7 +143,8 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     external = [r for r in rows if r["split"] == "external"]
     dicoms = [r for r in rows if r["source"].startswith("dicom") and r["kind"] == "original"]
     cache = _TileCache(tile, mt)
-    res: dict[str, Any] = {"version": cfg.version, "config_sha256": cfg.sha256}
+    from edge_agent.tiling import FLAT_FRACTION
+    res: dict[str, Any] = {"version": cfg.version, "config_sha256": cfg.sha256, "flat_fraction": FLAT_FRACTION}
     from .confounds import confound_report
     res["confounds"] = confound_report(rows)
     log(f"evaluate: confounds {res['confounds']}")
@@ -230,17 +231,57 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     res["robustness"] = {"clean": fp32_sub}
     if cfg.export.get("int8", True):
         for tname in ("jpeg90", "jpeg75", "resize0.9", "resize1.1", "noise_pg0.008", "noise_awgn0.01"):
-            s = []
+            perturbed = []
             for r in sub:
                 t_, _o = image_tiles(_transform(r, tname), tile, mt)
-                s.append(aggregate(tile_scores(t_, fp32)[0], method, k))
-            res["robustness"][tname] = _metrics(ys, np.array(s), thr)
+                perturbed.append(aggregate(tile_scores(t_, fp32)[0], method, k))
+            res["robustness"][tname] = _metrics(ys, np.array(perturbed), thr)
             log(f"evaluate: robustness {tname} auc {res['robustness'][tname]['auc']:.4f}")
-    # --- baseline (whole image at 224) ---
-    bl_ck = work / "baseline-last.pt"
     det = load_detector(work / f"detector-{cfg.version}-last.pt")
     res["compute"] = {"detector_params": int(sum(p.numel() for p in det.parameters())),
                       "detector_gmac_per_tile": count_macs(det, tile) / 1e9}
+    res["subset_ids"] = [r["id"] for r in real_sub]
+    (ev / "eval.json").write_text(json.dumps(res, indent=1))
+    _plot(ev)
+    log("evaluate: wrote eval.json")
+
+
+def _plot(ev: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, label in (("test_scores_fp32.npy", "xray-npr (tiles, native grid)"),
+                        ("test_scores_baseline.npy", "baseline CNN (whole image 224 px)")):
+        p = ev / name
+        if p.exists():
+            y, s = np.load(p)
+            fpr, tpr, _ = roc_curve(y.astype(int), s)
+            ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"{label}, AUC {_auc(y.astype(int), s):.3f}")
+    ax.set_xscale("log"); ax.set_xlim(1e-3, 1); ax.set_ylim(0, 1.01)
+    ax.axvline(0.01, ls=":", c="grey"); ax.axvline(0.001, ls=":", c="grey")
+    ax.set_xlabel("false-positive rate (real test images, log)"); ax.set_ylabel("true-positive rate")
+    ax.set_title("Held-out test split, image level"); ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout(); fig.savefig(ev / "roc.png", dpi=110)
+
+
+def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
+    """Stage `compare`: baseline and leave-one-family-out runs, added to eval.json."""
+    ev = work / f"eval-{cfg.version}"
+    res = json.loads((ev / "eval.json").read_text())
+    tile, mt = cfg.tiles["tile"], cfg.tiles["max_tiles"]
+    method, k = res["aggregate"]["method"], res["aggregate"]["topk"]
+    rows = read_images(work)
+    val = [r for r in rows if r["split"] == "val"]
+    test = [r for r in rows if r["split"] == "test"]
+    by_id = {r["id"]: r for r in rows}
+    real_sub = [by_id[i] for i in res["subset_ids"]]
+    cache = _TileCache(tile, mt)
+    # --- baseline (whole image at 224) ---
+    bl_ck = work / "baseline-last.pt"
     if bl_ck.exists():
         import torch
         bl = load_baseline(bl_ck)
@@ -277,7 +318,7 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         if bck.exists():
             import torch
             bl = load_baseline(bck)
-            arr_v, rv, _ = _baseline_arrays(work, cfg, "val")[0], None, None
+            arr_v = _baseline_arrays(work, cfg, "val")[0]
             with torch.no_grad():
                 sv_b = np.concatenate([bl(torch.from_numpy(arr_v[i:i + 64].astype(np.float32))[:, None]).numpy()
                                        for i in range(0, len(arr_v), 64)])
@@ -287,32 +328,11 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
             rv_rows = _baseline_arrays(work, cfg, "val")[1]
             yvb = np.array([int(r["label"]) for r in rv_rows])
             th_b = thresholds_from_reals(sv_b[yvb == 0])
-            m = np.array([r["label"] == "0" or r["family"] == f for r in rt])
+            sub_ids = set(res["subset_ids"])
+            m = np.array([r["id"] in sub_ids or r["family"] == f for r in rt])
             entry["baseline"] = _metrics(np.array([int(r["label"]) for r in rt])[m], st_b[m], th_b)
         res["lofo"][f] = entry
         log(f"evaluate: LOFO {f}: {entry}")
     (ev / "eval.json").write_text(json.dumps(res, indent=1))
     _plot(ev)
-    log("evaluate: wrote eval.json")
-
-
-def _plot(ev: Path) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    for name, label in (("test_scores_fp32.npy", "xray-npr (tiles, native grid)"),
-                        ("test_scores_baseline.npy", "baseline CNN (whole image 224 px)")):
-        p = ev / name
-        if p.exists():
-            y, s = np.load(p)
-            fpr, tpr, _ = roc_curve(y.astype(int), s)
-            ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"{label}, AUC {_auc(y.astype(int), s):.3f}")
-    ax.set_xscale("log"); ax.set_xlim(1e-3, 1); ax.set_ylim(0, 1.01)
-    ax.axvline(0.01, ls=":", c="grey"); ax.axvline(0.001, ls=":", c="grey")
-    ax.set_xlabel("false-positive rate (real test images, log)"); ax.set_ylabel("true-positive rate")
-    ax.set_title("Held-out test split, image level"); ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout(); fig.savefig(ev / "roc.png", dpi=110)
+    log("compare: updated eval.json")

@@ -173,8 +173,7 @@ def run_fakes(work: Path, cfg: Config, log: Callable[[str], None], families: tup
             ck = work / "generators" / f"{fam}.pt"
             if fam not in families or not ck.exists():
                 continue
-            samples = sample_generator(fam, ck, ng, cfg.seed + hash(split) % 1000 if False else
-                                       cfg.seed + {"train": 0, "val": 1, "test": 2}[split])
+            samples = sample_generator(fam, ck, ng, cfg.seed + {"train": 0, "val": 1, "test": 2}[split])
             for i, s in enumerate(samples):
                 up = i % 2 == 1
                 pix = resize_float(s, 256, 256, str(rng.choice(["bicubic", "bilinear", "nearest"]))) if up else s

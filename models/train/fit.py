@@ -134,10 +134,14 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
         y = torch.from_numpy(bank["label"][pick].astype(np.float32))
         logits, cam = model(torch.from_numpy(x)[:, None])
         loss = F.binary_cross_entropy_with_logits(logits, y)
-        # dense CAM supervision: every cell of a real tile is real, every cell of a whole-image fake
-        # is fake, and a tampered tile is fake only inside its mask (localisation, pointing game)
+        # dense CAM supervision: every cell of a real tile is real, and a tampered tile is fake
+        # only inside its mask (localisation, pointing game)
+        # (whole-image fakes are left to the tile loss: forcing EVERY cell of a fake to "fake" taught
+        # "any smooth region is fake", which flagged a real low-noise CR extremity in an earlier run)
         target = (torch.from_numpy(np.ascontiguousarray(cells)) > 0.5).float()
-        loss = loss + 0.3 * F.binary_cross_entropy_with_logits(cam, target)
+        dense = torch.from_numpy((bank["label"][pick] == 0) | (bank["family"][pick] == "tamper"))
+        if dense.any():
+            loss = loss + 0.3 * F.binary_cross_entropy_with_logits(cam[dense], target[dense])
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         run_loss = 0.98 * run_loss + 0.02 * loss.item() if step > start else loss.item()
         if (step + 1) % 50 == 0:

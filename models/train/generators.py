@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -79,7 +80,7 @@ class _VAE(nn.Module):
 
 
 def train_generator(kind: str, images: np.ndarray, seconds: float, batch: int, seed: int,
-                    ckpt: Path, log: callable) -> None:  # type: ignore[valid-type]
+                    ckpt: Path, log: Callable[[str], None]) -> None:
     """Train ``kind`` ('gan' | 'vae') on ``images`` [N,64,64] in [0,1] for ``seconds``; resumable."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def train_generator(kind: str, images: np.ndarray, seconds: float, batch: int, s
         g, d = _DCGen(), _DCDisc()
         og = torch.optim.Adam(g.parameters(), 2e-4, betas=(0.5, 0.999))
         od = torch.optim.Adam(d.parameters(), 2e-4, betas=(0.5, 0.999))
-        mods = {"g": g, "d": d, "og": og, "od": od}
+        mods: dict[str, Any] = {"g": g, "d": d, "og": og, "od": od}
     else:
         v = _VAE()
         ov = torch.optim.Adam(v.parameters(), 1e-3)
@@ -140,11 +141,12 @@ def sample_generator(kind: str, ckpt: Path, n: int, seed: int) -> np.ndarray:
     """Draw ``n`` samples [n,64,64] in [0,1] from a trained generator."""
     torch.manual_seed(seed)
     state = torch.load(ckpt, weights_only=False)
-    g: nn.Module = _DCGen() if kind == "gan" else _VAE()
-    g.load_state_dict(state["g"])
-    g.eval()
     if kind == "gan":
-        out = g(torch.randn(n, g.z))  # type: ignore[operator]
+        gen = _DCGen()
+        gen.load_state_dict(state["g"])
+        out = gen.eval()(torch.randn(n, gen.z))
     else:
-        out = g.decode(torch.randn(n, g.z))  # type: ignore[operator]
+        vae = _VAE()
+        vae.load_state_dict(state["g"])
+        out = vae.eval().decode(torch.randn(n, vae.z))
     return out[:, 0].numpy().astype(np.float32)

@@ -54,7 +54,7 @@ def container_of(path: str | Path) -> ContainerSpec:
         if im.format == "JPEG":
             from PIL import JpegImagePlugin
             sub = JpegImagePlugin.get_sampling(im)
-            return ContainerSpec("jpeg", mode, qtables=im.quantization, subsampling=sub)
+            return ContainerSpec("jpeg", mode, qtables=getattr(im, "quantization", None), subsampling=sub)
         return ContainerSpec("png", mode)
 
 
@@ -121,8 +121,9 @@ def pad_to_tile(img: np.ndarray, tile: int) -> np.ndarray:
     return img
 
 
-_RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-             "lanczos": Image.LANCZOS, "box": Image.BOX}
+_R = Image.Resampling
+_RESAMPLE = {"nearest": _R.NEAREST, "bilinear": _R.BILINEAR, "bicubic": _R.BICUBIC,
+             "lanczos": _R.LANCZOS, "box": _R.BOX}
 
 
 def resize_float(img: np.ndarray, height: int, width: int, method: str = "bicubic") -> np.ndarray:

@@ -3,6 +3,8 @@
 
 Shipping rule for INT8 (issue 3): a quantised file is listed only if its test AUC is within 0.005
 of FP32 and its TPR at 1% FPR within 2 points; otherwise FP32 ONNX + FP32 OpenVINO IR ship.
+Two further conditions (see ``int8_worth_shipping``): not slower than FP32, and the same
+real-DICOM scores, because the agent prefers INT8 whenever it is listed.
 """
 from __future__ import annotations
 
@@ -29,9 +31,24 @@ def _sha(p: Path) -> str:
 
 
 def int8_passes(fp32: dict[str, float], q: dict[str, float]) -> bool:
-    """AUC within 0.005 and TPR@1%FPR (val threshold) within 2 points of FP32."""
+    """Issue-3 rule: AUC within 0.005 and TPR@1%FPR (FP32 val threshold) within 2 points of FP32."""
     return (fp32["auc"] - q["auc"] <= 0.005 and
             fp32["tpr_at_1pct_fpr_valthr"] - q["tpr_at_1pct_fpr_valthr"] <= 0.02)
+
+
+def int8_worth_shipping(fp32: dict[str, float], q: dict[str, float]) -> tuple[bool, str]:
+    """The rule is necessary, not sufficient: the agent PREFERS int8, so an int8 file that is slower
+    than FP32, or moves the real-DICOM scores, would make the product worse."""
+    if not int8_passes(fp32, q):
+        return False, (f"fails the accuracy rule (AUC {q['auc']:.4f} vs {fp32['auc']:.4f}, TPR@1% "
+                       f"{q['tpr_at_1pct_fpr_valthr']:.2f} vs {fp32['tpr_at_1pct_fpr_valthr']:.2f})")
+    if q["latency_ms_per_512_slice"] >= fp32["latency_ms_per_512_slice"]:
+        return False, (f"meets the accuracy rule but is SLOWER than FP32 on this CPU "
+                       f"({q['latency_ms_per_512_slice']:.1f} vs {fp32['latency_ms_per_512_slice']:.1f} ms per 512x512 slice)")
+    if abs(q["dicom_max_score"] - fp32["dicom_max_score"]) > 0.05:
+        return False, (f"meets the accuracy rule but shifts the real-DICOM scores (max {q['dicom_max_score']:.3f} "
+                       f"vs {fp32['dicom_max_score']:.3f})")
+    return True, "meets the accuracy rule, faster than FP32, same DICOM scores"
 
 
 def build_manifest(cfg: Config, ev: dict[str, Any], files: list[dict[str, str]], training: dict[str, Any],
@@ -44,7 +61,7 @@ def build_manifest(cfg: Config, ev: dict[str, Any], files: list[dict[str, str]],
         "input": {"name": "tiles", "layout": "NCHW", "dtype": "float32", "range": [0, 1], "photometric": "MONOCHROME2"},
         "outputs": {"logits": "logits", "cam": "cam"},
         "tiling": {"tile": cfg.tiles["tile"], "max_tiles": cfg.tiles["max_tiles"], "aggregate": agg["method"],
-                   "topk": agg["topk"]},
+                   "topk": agg["topk"], "flat_fraction": ev.get("flat_fraction", 0.5)},
         "thresholds": {"suspicious": th["suspicious"], "synthetic": th["synthetic"],
                        "suspicious_logit": th["suspicious_logit"], "synthetic_logit": th["synthetic_logit"],
                        "chosen_on": (f"image-level scores of the {th['n_val_real']} REAL images of the validation split "
@@ -80,7 +97,9 @@ def ship(work: Path, cfg: Config, log: Callable[[str], None], out_root: Path) ->
     files: list[dict[str, str]] = []
     decisions: dict[str, str] = {}
     # ONNX: best passing INT8 variant, else FP32 only
-    cands = [n for n in ("onnx-int8-floatstem", "onnx-int8") if n in prec and int8_passes(fp32m, prec[n])]
+    verdicts = {n: int8_worth_shipping(fp32m if n.startswith("onnx") else prec.get("openvino-fp32", fp32m), prec[n])
+                for n in ("onnx-int8-floatstem", "onnx-int8", "openvino-int8") if n in prec}
+    cands = [n for n in ("onnx-int8-floatstem", "onnx-int8") if n in verdicts and verdicts[n][0]]
     shutil.copy(exp / "model-fp32.onnx", dest / "model-fp32.onnx")
     files.append({"path": "model-fp32.onnx", "format": "onnx", "precision": "fp32"})
     if cands:
@@ -88,19 +107,20 @@ def ship(work: Path, cfg: Config, log: Callable[[str], None], out_root: Path) ->
         src = exp / ("model-int8-floatstem.onnx" if best == "onnx-int8-floatstem" else "model-int8.onnx")
         shutil.copy(src, dest / "model-int8.onnx")
         files.append({"path": "model-int8.onnx", "format": "onnx", "precision": "int8"})
-        decisions["onnx-int8"] = f"shipped ({best})"
+        decisions["onnx-int8"] = f"shipped ({best}): {verdicts[best][1]}"
     else:
-        decisions["onnx-int8"] = "not shipped: fails the INT8 rule" if any(n in prec for n in ("onnx-int8", "onnx-int8-floatstem")) else "not built"
-    ov_int8_ok = "openvino-int8" in prec and int8_passes(fp32m, prec["openvino-int8"])
+        decisions["onnx-int8"] = "not shipped: " + "; ".join(f"{n} {v[1]}" for n, v in verdicts.items() if n.startswith("onnx")) \
+            if any(n.startswith("onnx") for n in verdicts) else "not built"
+    ov_int8_ok = "openvino-int8" in verdicts and verdicts["openvino-int8"][0]
     for stem, precision in (("model-fp32", "fp32"),) + ((("model-int8", "int8"),) if ov_int8_ok else ()):
         for ext, fmt in ((".xml", "openvino-xml"), (".bin", "openvino-bin")):
             shutil.copy(exp / "openvino" / f"{stem}{ext}", dest / "openvino" / f"{stem}{ext}")
             files.append({"path": f"openvino/{stem}{ext}", "format": fmt, "precision": precision})
-    decisions["openvino-int8"] = "shipped" if ov_int8_ok else ("not shipped: fails the INT8 rule" if "openvino-int8" in prec else "not built")
+    decisions["openvino-int8"] = (("shipped: " if ov_int8_ok else "not shipped: ") + verdicts["openvino-int8"][1]) \
+        if "openvino-int8" in verdicts else "not built"
     for f in files:
         f["sha256"] = _sha(dest / f["path"])
     files = [{"path": f["path"], "sha256": f["sha256"], "format": f["format"], "precision": f["precision"]} for f in files]
-    shutil.copy(work / "images.csv", dest / "training_data.csv") if False else None
     idx = work / "index.csv"
     training = {"manifest_sha256": _sha(idx), "manifest": "index.csv of the training run (sha256 of the real-image index; "
                 "fakes are regenerated deterministically from it, config and seed)",
