@@ -9,15 +9,19 @@ capture signature (DICOM, PS3.15 C.2)  verdict
                                        after the image was signed at capture, whatever the
                                        model says
 ``valid`` (trusted capture signer)     ``authentic``: the pixels are what the device captured
-``unsigned`` / ``untrusted``           the fused score below decides, with the model's
-                                       thresholds
+``unsigned`` / ``untrusted``           the fused score below decides, with the fitted fusion's
+                                       thresholds when it has them, else the model's
 =====================================  ==========================================================
 
-Fused logit = ``bias + w_model * model_logit + sum(w_layer * layer_score)`` over the layers that
-could judge (``LayerFinding.score`` in [0, 1], 0 = nothing found; a layer that could not judge
-adds nothing). With the default weights a layer at full strength adds 6 logits, enough to flag an
-image the model alone scored at its median for real images; ``FusionModel.from_json`` loads
-weights fitted on validation data (``benchmarks/fit_fusion.py``). Every layer's reasons are kept.
+Fused logit = ``bias + w_model * model_logit + sum(c_layer + w_layer * layer_score)`` over the
+layers that could judge (``LayerFinding.score`` in [0, 1], 0 = nothing found; ``c_layer`` =
+``<layer>_judged``, 0 unless fitted; a layer that could not judge adds nothing). With the default
+weights a layer at full strength adds 6 logits, enough to flag an image the model alone scored at
+its median for real images; ``FusionModel.from_json`` loads weights fitted on validation data
+(``benchmarks/fit_fusion.py``, docs/fusion-ablation.md), which may carry their own
+``suspicious``/``synthetic`` thresholds on the fused score (1 % / 0.1 % FPR on validation authentic
+images): the fused score is not the model's, so the model's thresholds would not keep their
+false-positive rates. Every layer's reasons are kept.
 """
 
 from __future__ import annotations
@@ -46,14 +50,28 @@ class FusionModel:
     fingerprint: float = 6.0
     metadata: float = 6.0
     fitted_on: str = "default weights (not fitted): each layer at full strength adds 6 logits"
+    suspicious: float | None = None  # fused-score thresholds; None: the model's
+    synthetic: float | None = None
+    # Logit added when a layer could judge, before its score: a layer that judged and found nothing
+    # is evidence too (this detector's own fingerprint is present). 0: the original form.
+    physics_judged: float = 0.0
+    fingerprint_judged: float = 0.0
+    metadata_judged: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("bias", "model", "physics", "fingerprint", "metadata"):
+        for name in ("bias", "model", "physics", "fingerprint", "metadata",
+                     "physics_judged", "fingerprint_judged", "metadata_judged"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"fusion weight {name} must be a finite number, got {value!r}")
         if self.model <= 0:
             raise ValueError("fusion weight model must be positive (the model's evidence must count)")
+        if (self.suspicious is None) != (self.synthetic is None):
+            raise ValueError("fusion thresholds: give both suspicious and synthetic, or neither")
+        if self.suspicious is not None and self.synthetic is not None:
+            if not 0.0 <= self.suspicious <= self.synthetic <= 1.0:
+                raise ValueError(f"fusion thresholds must satisfy 0 <= suspicious <= synthetic <= 1, "
+                                 f"got {self.suspicious} / {self.synthetic}")
 
     @classmethod
     def from_json(cls, text: str) -> FusionModel:
@@ -67,6 +85,15 @@ class FusionModel:
 
     def weight(self, layer: str) -> float:
         return float(getattr(self, layer))
+
+    def judged(self, layer: str) -> float:
+        return float(getattr(self, f"{layer}_judged"))
+
+    def thresholds(self, model: Thresholds) -> Thresholds:
+        """The thresholds the fused score is labelled with: this fit's own, else the model's."""
+        if self.suspicious is None or self.synthetic is None:
+            return model
+        return Thresholds(self.suspicious, self.synthetic)
 
 
 @dataclass(frozen=True)
@@ -88,12 +115,14 @@ def fuse(
     thresholds: Thresholds,
     weights: FusionModel = FusionModel(),
 ) -> Fused:
-    """Pure: the evidence in, label + score + every reason out."""
+    """Pure: the evidence in, label + score + every reason out. ``thresholds`` are the model's;
+    fitted weights with their own thresholds override them."""
+    thresholds = weights.thresholds(thresholds)
     logit = weights.bias + weights.model * model_logit
     reasons = [model_reason]
     for f in findings:
         if f.score is not None:
-            logit += weights.weight(f.layer) * f.score
+            logit += weights.judged(f.layer) + weights.weight(f.layer) * f.score
         reasons.extend(f.reasons)
     score = _sigmoid(logit)
     if provenance is not None and provenance.status != "unsigned":

@@ -92,6 +92,7 @@ class Pipeline:
         out: list[ScoredFrame] = []
         multi = len(decoded.frames) > 1
         th = self.detector.manifest.thresholds
+        fused_th = self.evidence.settings.fusion.thresholds(th)  # the verdict's score is the fused one
         t0 = time.perf_counter()
         file_findings, provenance = self.evidence.for_file(decoded)
         file_ms = (time.perf_counter() - t0) * 1e3
@@ -108,8 +109,8 @@ class Pipeline:
                 frame=i if multi else None,
                 verdict=fused.label,
                 score=fused.score,
-                threshold=th.suspicious,
-                synthetic_threshold=th.synthetic,
+                threshold=fused_th.suspicious,
+                synthetic_threshold=fused_th.synthetic,
                 reasons=fused.reasons,
                 timings_ms=Timings(
                     decode=decode_ms if i == 0 else 0.0,

@@ -92,3 +92,27 @@ def test_agent_config_with_an_unknown_forensics_key_names_it(tmp_path: Path) -> 
     config.write_text("forensics:\n  noise_profil: x.json\n")
     with pytest.raises(ConfigError, match="noise_profil"):
         load_config(config)
+
+
+def test_fitted_thresholds_replace_the_models_when_the_fusion_carries_them() -> None:
+    # fused score sigmoid(0.5) = 0.62: suspicious under the model's thresholds (0.5 / 0.9),
+    # authentic under the fit's own (0.7 / 0.95), which the verdict must then use
+    own = FusionModel(suspicious=0.7, synthetic=0.95, fitted_on="unit test")
+    assert fuse(0.5, MODEL_LOW, [], None, TH).label == "suspicious"
+    assert fuse(0.5, MODEL_LOW, [], None, TH, own).label == "authentic"
+    assert own.thresholds(TH) == Thresholds(0.7, 0.95) and FusionModel().thresholds(TH) == TH
+    assert FusionModel.from_json(own.to_json()) == own
+    with pytest.raises(ValueError):
+        FusionModel(suspicious=0.7)  # both or neither
+    with pytest.raises(ValueError):
+        FusionModel(suspicious=0.9, synthetic=0.5)
+
+
+def test_a_judged_offset_counts_only_when_the_layer_could_judge() -> None:
+    w = FusionModel(fingerprint=8.0, fingerprint_judged=-3.0)
+    present = LayerFinding("fingerprint", 0.0, ())
+    absent = LayerFinding("fingerprint", 1.0, (Reason("fingerprint.absent", "x"),))
+    cannot = LayerFinding("fingerprint", None, (Reason("fingerprint.geometry_mismatch", "x"),))
+    base = fuse(1.0, MODEL_LOW, [], None, TH, w).score
+    assert fuse(1.0, MODEL_LOW, [cannot], None, TH, w).score == base
+    assert fuse(1.0, MODEL_LOW, [present], None, TH, w).score < base < fuse(1.0, MODEL_LOW, [absent], None, TH, w).score
