@@ -26,6 +26,14 @@ from .tilebank import group_of, load_tilebank
 __all__ = ["train_detector", "train_baseline", "train_lofo", "sampling_probs", "load_detector", "load_baseline"]
 
 
+def _resume(ck: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any) -> int:
+    """Load the last checkpoint of a run into model/optimizer/schedule; the step to go on from."""
+    if not ck.exists():
+        return 0
+    st = torch.load(ck, weights_only=False)
+    model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
+    return int(st["step"])
+
 def sampling_probs(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """P(sample) = 0.5 / (#groups in its class) / (#items in its group)."""
     p = np.zeros(len(labels))
@@ -94,13 +102,10 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     opt = torch.optim.AdamW(model.parameters(), lr=dc["lr"], weight_decay=dc["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=dc["lr"], total_steps=steps, pct_start=0.1)
     ck = work / f"{tag}-last.pt"
-    start = 0
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
-        start = st["step"]
-        if start >= steps:
-            return ck
+    start = _resume(ck, model, opt, sched)
+    if start >= steps:
+        return ck
+    if start:
         log(f"{tag}: resuming at step {start}")
     rng = np.random.default_rng(cfg.seed + start)
     full_from = int(steps * 0.9)
@@ -202,13 +207,9 @@ def train_baseline(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     opt = torch.optim.AdamW(model.parameters(), lr=bc["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=bc["lr"], total_steps=steps, pct_start=0.1)
     ck = work / f"{tag}-last.pt"
-    start = 0
-    if ck.exists():
-        st = torch.load(ck, weights_only=False)
-        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
-        start = st["step"]
-        if start >= steps:
-            return ck
+    start = _resume(ck, model, opt, sched)
+    if start >= steps:
+        return ck
     rng = np.random.default_rng(cfg.seed + 7 + start)
     t0 = time.time()
     for step in range(start, steps):
