@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,21 +68,34 @@ class Evidence:
         if self.settings.metadata:
             from .forensics import check_metadata
 
-            findings.append(check_metadata(ds, self.settings.identity))
+            findings.append(_guarded("metadata", lambda: check_metadata(ds, self.settings.identity)))
         if self.settings.signatures and "DigitalSignaturesSequence" in ds:
             from .dicom_signature import check_dicom_signatures
 
-            provenance = check_dicom_signatures(ds, self.settings.capture_anchors)
+            provenance = check_dicom_signatures(ds, self.settings.capture_anchors)  # never raises
         return findings, provenance
 
     def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
         origins = list(fs.origins)
         out: list[LayerFinding] = []
-        if self._noise is not None:
-            out.append(self._noise.check(frame, fs.tiles, origins, decoded.facts))
-        if self._fingerprint is not None:
-            out.append(self._fingerprint.check(frame, fs.tiles, origins))
+        noise, fingerprint = self._noise, self._fingerprint
+        if noise is not None:
+            out.append(_guarded("physics", lambda: noise.check(frame, fs.tiles, origins, decoded.facts)))
+        if fingerprint is not None:
+            out.append(_guarded("fingerprint", lambda: fingerprint.check(frame, fs.tiles, origins)))
         return out
+
+
+def _guarded(layer: str, check: Callable[[], LayerFinding]) -> LayerFinding:
+    """A layer that fails on one odd image says so in the verdict instead of stopping the agent."""
+    from .forensics import LayerFinding
+    from .verdict import Reason
+
+    try:
+        return check()
+    except Exception as exc:
+        log.exception("forensic layer %s failed", layer)
+        return LayerFinding(layer, None, (Reason(f"{layer}.error", f"the {layer} check failed: {type(exc).__name__}: {exc}"),))
 
 
 def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceSettings:

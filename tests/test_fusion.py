@@ -116,3 +116,14 @@ def test_a_judged_offset_counts_only_when_the_layer_could_judge() -> None:
     base = fuse(1.0, MODEL_LOW, [], None, TH, w).score
     assert fuse(1.0, MODEL_LOW, [cannot], None, TH, w).score == base
     assert fuse(1.0, MODEL_LOW, [present], None, TH, w).score < base < fuse(1.0, MODEL_LOW, [absent], None, TH, w).score
+
+
+def test_a_forensic_layer_that_crashes_on_an_image_is_a_reason_not_a_stopped_scan() -> None:
+    from edge_agent.evidence import _guarded
+
+    def broken() -> LayerFinding:
+        raise ZeroDivisionError("odd image")
+
+    finding = _guarded("physics", broken)
+    assert finding.score is None and finding.reasons[0].code == "physics.error"
+    assert "odd image" in finding.reasons[0].message
