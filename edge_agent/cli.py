@@ -7,13 +7,11 @@ Subcommands register themselves from small modules (``scan_cmd``, ``agent_cli``)
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 from . import __version__, agent_cli, demo, scan_cmd
 from . import trust_cli
 from . import dicom_signature_cli
-from .errors import EdgeAgentError
+from .cli_dispatch import dispatch
 
 __all__ = ["main", "build_parser"]
 
@@ -34,21 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.func(args))
-    except EdgeAgentError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # The reader (e.g. `| head`) went away: stop quietly, as Unix tools do.
-        sys.stderr.close()
-        return 0
+    return dispatch("edge-agent", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .errors import EdgeAgentError
+from .cli_dispatch import dispatch
 
 __all__ = ["main", "build_parser"]
 
@@ -150,16 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.func(args))
-    except EdgeAgentError as exc:
-        print(f"edge-collector: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return dispatch("edge-collector", build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
