@@ -31,14 +31,12 @@ from types import FrameType
 from typing import Protocol
 
 from .config import AgentConfig
-from .detect import open_detector
-from .evidence import Evidence
 from .dicom_scp import DicomReceiver
 from .errors import IngestError
 from .hook_socket import HookSocket
 from .hotfolder import HotFolder
 from .journal import Journal, VerdictSink
-from .pipeline import Pipeline
+from .pipeline import open_pipeline
 from .spool import Spool
 from .worker import Judge, Worker
 
@@ -101,9 +99,7 @@ class Agent:
 
     def _open_pipeline(self) -> Judge:
         m = self.config.model
-        anchor = m.trust_anchor.read_bytes() if m.trust_anchor is not None else None
-        detector = open_detector(m.path, m.backend, m.precision, m.threads, m.cache_dir, trust_anchor=anchor)
-        return Pipeline(detector, evidence=Evidence(self.config.forensics))
+        return open_pipeline(m.path, m.backend, m.precision, m.threads, m.cache_dir, m.trust_anchor, self.config.forensics)
 
     def add_sink(self, sink: VerdictSink) -> None:
         """Send every verdict to ``sink`` too (before the journal). Call before :meth:`start`;

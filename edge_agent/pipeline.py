@@ -14,13 +14,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from .decode import DecodedImage, DecodeLimits, decode_path
-from .detect import Detector, FrameScore
+from .detect import Detector, FrameScore, open_detector
 from .errors import UnreadableImage
-from .evidence import Evidence
+from .evidence import Evidence, EvidenceSettings
 from .fusion import fuse
 from .verdict import Reason, Timings, Verdict
 
-__all__ = ["Pipeline", "ScoredFrame"]
+__all__ = ["Pipeline", "ScoredFrame", "open_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,22 @@ class Pipeline:
             )
             out.append((v, fs, decoded))
         return out
+
+
+def open_pipeline(
+    model: Path | None,
+    backend: str = "auto",
+    precision: str = "auto",
+    threads: int = 2,
+    cache_dir: Path | None = None,
+    trust_anchor: Path | None = None,
+    evidence: EvidenceSettings | None = None,
+) -> Pipeline:
+    """The pipeline the agent and ``scan --config`` run: the model (vendor-signed when a
+    ``trust_anchor`` PEM is given) and the evidence layers of the config's ``forensics:``."""
+    anchor = trust_anchor.read_bytes() if trust_anchor is not None else None
+    detector = open_detector(model, backend, precision, threads, cache_dir, trust_anchor=anchor)
+    return Pipeline(detector, evidence=Evidence(evidence) if evidence is not None else None)
 
 
 def _model_reason(label: str, fs: FrameScore, threshold: float) -> Reason:

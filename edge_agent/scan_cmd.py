@@ -67,25 +67,20 @@ def exit_status(verdicts: list[Verdict]) -> int:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from .detect import open_detector
     from .heatmap import render_overlay
-    from .pipeline import Pipeline
+    from .pipeline import open_pipeline
 
-    from .evidence import Evidence
-
-    evidence = Evidence()
-    model, backend, precision, anchor = args.model, args.backend, args.precision, None
+    model, backend, precision, anchor, evidence = args.model, args.backend, args.precision, None, None
     if getattr(args, "config", None) is not None:
         from .config import load_config
 
         cfg = load_config(args.config)
-        evidence = Evidence(cfg.forensics)
+        evidence = cfg.forensics
         model = model or cfg.model.path
         backend = backend if backend != "auto" else cfg.model.backend
         precision = precision if precision != "auto" else cfg.model.precision
-        anchor = cfg.model.trust_anchor.read_bytes() if cfg.model.trust_anchor is not None else None
-    detector = open_detector(model, backend, precision, args.threads, trust_anchor=anchor)
-    pipeline = Pipeline(detector, evidence=evidence)
+        anchor = cfg.model.trust_anchor
+    pipeline = open_pipeline(model, backend, precision, args.threads, trust_anchor=anchor, evidence=evidence)
     items = list(walk(args.paths))
     out: TextIO = sys.stdout
     progress = None
