@@ -11,7 +11,9 @@ Order matters for "never lost, never judged twice":
 
 A crash anywhere before 4 repeats the work after restart; a crash after 4 repeats nothing.
 If a sink refuses (outbox full, disk full), the item stays spooled and its verdict is kept in
-memory; it is offered again after ``RETRY_SECONDS`` without being judged again.
+memory; it is offered again after ``RETRY_SECONDS`` without being judged again, and only to the
+sinks that have not taken it yet (a signing sink that took it must not sign it a second time
+under a new message id: the collector would store the image twice).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Worker:
         self.clock = clock
         self._retry_at: dict[str, float] = {}  # sha256 -> when to try a failed item again
         self._unrecorded: dict[str, JudgedImage] = {}  # judged, but a sink refused it: not judged twice
+        self._taken_by: dict[str, set[int]] = {}  # sha256 -> indexes of the sinks that already took it
 
     def run(self, stop: threading.Event) -> None:
         """Judge items oldest first until ``stop`` is set; the current image is always finished."""
@@ -94,16 +97,20 @@ class Worker:
             self._forget(item)
             return None
         judged = self._unrecorded.pop(item.sha256, None) or self._judge(item)
+        taken = self._taken_by.setdefault(item.sha256, set())
         try:
-            for sink in (*self.sinks, self.journal):
-                sink.record(judged)
+            for index, sink in enumerate((*self.sinks, self.journal)):
+                if index not in taken:
+                    sink.record(judged)
+                    taken.add(index)
         except EdgeAgentError as exc:
             # e.g. the outbox is full or the disk is: keep the image spooled and the verdict in
-            # memory, and try again later (a sink that took it already may see it twice).
+            # memory, and try again later with the sinks that have not taken it.
             log.error("%s: verdict not recorded (%s); retrying in %.0f s", item.display, exc, RETRY_SECONDS)
             self._unrecorded[item.sha256] = judged
             self._later(item)
             return None
+        del self._taken_by[item.sha256]
         self._forget(item)
         return judged
 

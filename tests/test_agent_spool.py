@@ -225,3 +225,22 @@ def test_verdict_a_sink_refuses_stays_spooled_and_is_recorded_once_when_it_accep
     worker.drain_once()
     assert sink.got == [item.sha256] and len(_lines(tmp_path / "verdicts.jsonl")) == 1
     assert judge.calls == 1 and worker.spool.pending() == []  # judged once, not per retry
+
+
+def test_a_sink_that_took_a_verdict_is_not_given_it_again_when_a_later_sink_refused(
+    tmp_path: Path, pipeline: Pipeline
+) -> None:
+    """The MQTT sink signs each verdict it takes: a second offer would be a second message id."""
+    now = [0.0]
+    first, later = RefusingSink(), RefusingSink()
+    first.full = False
+    worker = Worker(Spool(tmp_path / "spool"), CountingJudge(pipeline), Journal(tmp_path / "verdicts.jsonl"),
+                    tmp_path / "q", sinks=[first, later], clock=lambda: now[0])
+    item = worker.spool.accept_file(CT_SMALL, source="hook")
+    worker.drain_once()
+    assert first.got == [item.sha256] and later.got == [] and worker.spool.pending() == [item]
+    later.full = False
+    now[0] += RETRY_SECONDS
+    worker.drain_once()
+    assert first.got == [item.sha256] and later.got == [item.sha256]
+    assert len(_lines(tmp_path / "verdicts.jsonl")) == 1 and worker.spool.pending() == []
