@@ -31,6 +31,7 @@ class Config:
     baseline: dict[str, Any]
     lofo: dict[str, Any]
     export: dict[str, Any]
+    simulated: dict[str, Any] = dataclasses.field(default_factory=dict)  # per-split counts; {} = none
     sha256: str = ""
 
     def __post_init__(self) -> None:
@@ -45,7 +46,11 @@ def load_config(path: str | Path) -> Config:
     raw = Path(path).read_bytes()
     data = yaml.safe_load(raw)
     fields = {f.name for f in dataclasses.fields(Config)} - {"sha256"}
-    missing = fields - set(data)
+    optional = {"simulated"}
+    unknown = set(data) - fields
+    if unknown:
+        raise ValueError(f"config {path} has unknown keys {sorted(unknown)}; see models/train/config.yaml")
+    missing = fields - optional - set(data)
     if missing:
         raise ValueError(f"config {path} lacks keys {sorted(missing)}; see models/train/config.yaml")
-    return Config(**{k: data[k] for k in fields}, sha256=hashlib.sha256(raw).hexdigest())
+    return Config(**{k: data[k] for k in fields if k in data}, sha256=hashlib.sha256(raw).hexdigest())

@@ -104,6 +104,47 @@ def _family_table(rows: list[dict[str, str]], s: np.ndarray, thr: dict[str, floa
     return table
 
 
+def _real_source_table(rows: list[dict[str, str]], s: np.ndarray, thr: dict[str, float]) -> dict[str, Any]:
+    """False-positive rate of the real test images per source and kind (original / variant / resized)."""
+    out: dict[str, Any] = {}
+    for i, r in enumerate(rows):
+        if r["label"] != "0":
+            continue
+        key = f"{r['source']}:{r['kind'].split('+')[0]}"
+        out.setdefault(key, []).append(float(s[i]))
+    table = {}
+    for key, v in sorted(out.items()):
+        a = np.array(v)
+        table[key] = {"n": len(a), "median_logit": float(np.median(a)),
+                      "flagged_suspicious": float((a >= thr["suspicious_logit"]).mean()),
+                      "flagged_synthetic": float((a >= thr["synthetic_logit"]).mean())}
+    return table
+
+
+def _simulator_generated(real_logits: np.ndarray, runner: Runner, thr: dict[str, float], method: str, k: int,
+                         cfg: Config, per_kind: int = 12) -> dict[str, Any]:
+    """Generator-like renders of the physics simulator (never trained on): anatomy without a detector.
+
+    Kinds from :func:`edge_agent.forensics.simulator.generated_like`: uniform grain, too smooth,
+    up-sampled + grain, and an adaptive attacker adding Poisson-Gaussian noise through a blur.
+    """
+    from edge_agent.forensics.simulator import generated_like
+    rng = np.random.default_rng(cfg.seed + 99)
+    out: dict[str, Any] = {}
+    for kind in ("uniform_grain", "too_smooth", "upsampled", "physics_noise"):
+        sc = []
+        for _ in range(per_kind):
+            img = generated_like(rng, (int(rng.integers(560, 1100)) // 2 * 2, int(rng.integers(560, 1100)) // 2 * 2), kind)
+            t_, _o = image_tiles(img, cfg.tiles["tile"], cfg.tiles["max_tiles"])
+            sc.append(aggregate(tile_scores(t_, runner)[0], method, k))
+        a = np.array(sc)
+        y = np.r_[np.zeros(len(real_logits)), np.ones(len(a))]
+        out[kind] = {"n": len(a), "auc_vs_all_real_test": _auc(y, np.r_[real_logits, a]),
+                     "flagged_suspicious": float((a >= thr["suspicious_logit"]).mean()),
+                     "flagged_synthetic": float((a >= thr["synthetic_logit"]).mean())}
+    return out
+
+
 def _transform(row: dict[str, str], name: str) -> np.ndarray:
     """Robustness perturbations, re-encoded and decoded by the agent's decoder."""
     img = load_grey(row["path"])
@@ -185,6 +226,9 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     np.save(ev / "test_scores_fp32.npy", np.stack([yt, st]))
     res["test_families"] = sorted({r["family"] for r in test})
     log(f"evaluate: test fp32 AUC {res['test_fp32']['all']['auc']:.4f}, pointing {res['pointing_game']}")
+    res["real_sources"] = _real_source_table(test, st, thr)
+    res["simulator_generated"] = _simulator_generated(st[yt == 0], fp32, thr, method, k, cfg)
+    log(f"evaluate: real sources {res['real_sources']}; simulator generator-like {res['simulator_generated']}")
     # --- DICOM radiographs ---
     dl, _ = _score(dicoms, fp32, cache)
     res["dicom"] = []

@@ -31,7 +31,8 @@ __all__ = ["FAMILIES", "run_generators", "run_fakes", "read_images", "IMAGE_FIEL
 FAMILIES = ("gan", "vae", "tamper", "processing", "grain")
 IMAGE_FIELDS = ["id", "path", "split", "label", "family", "kind", "source", "source_path", "mask", "container"]
 # how often each real source is picked as the base of a fake (balances Kermany's 2000 images)
-_SOURCE_WEIGHT = {"hannover-png": 0.3, "hannover-jpg": 0.25, "kermany": 0.3, "other-cc": 0.05, "dicom-rg1": 0.1}
+_SOURCE_WEIGHT = {"hannover-png": 0.3, "hannover-jpg": 0.25, "kermany": 0.3, "other-cc": 0.05, "dicom-rg1": 0.1,
+                  "sim": 0.35}
 
 
 def _rng(cfg: Config, *key: object) -> np.random.Generator:
@@ -42,7 +43,8 @@ def _rng(cfg: Config, *key: object) -> np.random.Generator:
 def _gen_training_images(rows: list[dict[str, str]], size: int) -> np.ndarray:
     out = []
     for r in rows:
-        if r["split"] == "train" and r["label"] == "real":
+        # the generators learn from the pack's real radiographs only (not the simulator's)
+        if r["split"] == "train" and r["label"] == "real" and r["source"] != "sim":
             img = load_grey(r["path"])
             out.append(resize_float(img, size, size, "box"))
     return np.stack(out)

@@ -23,8 +23,9 @@ def _pct(x: Any) -> str:
         return "n/a"
 
 
-def _method(cfg: Config) -> str:
-    cfgname = "config.yaml" if cfg.version == "1.0.0" else "config-v0.yaml"
+def _method(cfg: Config, work: Path) -> str:
+    cfgname = "config-v0.yaml" if cfg.version == "0.1.0" else "config.yaml"
+    wd = f"runs/{work.name}"
     return f"""## How the data and the model were made
 
 * **Real data**: Hannover (PNG 640 px and JPEG 2000 px, one patient in one split only), Kermany 224 px,
@@ -51,21 +52,35 @@ def _method(cfg: Config) -> str:
   depthwise-separable blocks, 1x1 CAM head, logit = CAM mean. Trained on native-grid tiles ({cfg.detector['steps']}
   steps, batch {cfg.detector['batch']}, 90% of the steps on 128 px crops, the rest on full 256 px tiles), class- and
   group-balanced sampling, plus a dense CAM loss (weight 0.3): every CAM cell of a real tile -> real, of a tampered tile -> fake only inside the mask (whole-image fakes: tile loss only).
-* **Physics simulator**: not built (time); noted as future work.
+{_sim_text(cfg)}
 
 ## Reproduce
 
 ```
-python -m models.train --data /work/shared/data --work runs/w --config models/train/{cfgname} --threads 1
-# the same, stage by stage (each resumable; a finished stage is skipped via runs/w/.<stage>[-<version>].done):
+python -m models.train --data /work/shared/data --work {wd} --config models/train/{cfgname} --threads 1
+# the same, stage by stage (each resumable; a finished stage is skipped via {wd}/.<stage>[-<version>].done):
 #   --stage index, generators, fakes, tiles, detector, baseline, lofo, export, evaluate, compare, ship
 # faster on 2 cores: run `--stage baseline --stage lofo` in a second process next to `--stage detector --stage export`
 python -m pytest -q tests/test_detector_export.py
 ```
-Every figure in this report comes from `runs/w/eval-{cfg.version}/eval.json`, written by `--stage evaluate`
+Every figure in this report comes from `{wd}/eval-{cfg.version}/eval.json`, written by `--stage evaluate`
 (test/val/DICOM/precisions/robustness/confounds/pointing game) and `--stage compare` (baseline, LOFO, ROC plot);
 this file is rendered from it by `--stage ship`. Seeds: config `seed` ({cfg.seed}); config sha256 `{cfg.sha256[:16]}...`.
 """
+
+
+def _sim_text(cfg: Config) -> str:
+    if not cfg.simulated:
+        return "* **Physics simulator**: not used by this recipe."
+    c = cfg.simulated
+    return (f"* **Physics-simulated real-like radiographs** (`models/train/simdata.py`, built on "
+            f"`edge_agent.forensics.simulator`): {c.get('train', 0)} / {c.get('val', 0)} / {c.get('test', 0)} images "
+            "(train / val / test), each from its own random panel (gain/offset maps, defects, row noise, blur, "
+            "electronic noise), dose over two decades, chest or extremity anatomy, collimation (sometimes blanked), "
+            "device presentation processing (multi-scale unsharp masking, windowing, tone curve), 10-16 bit DICOM "
+            "CR/DX in MONOCHROME1 or 2, 15 % as 8-bit PNG/JPEG exports. They join the real class (source `sim`) and "
+            "are a base for the tamper/processing/grain fakes like every other real source; the generators are "
+            "trained on the pack's real images only.")
 
 
 def _targets(ev: dict[str, Any], cfg: Config) -> str:
@@ -130,7 +145,20 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
         e = ev["external_gan"]
         a(f"| external third-party GAN samples (pack's synthetic/, never trained on) | {e['n_fake']} | {e['n_real']} | "
           f"{_f(e['auc'])} | {_pct(e['tpr_at_1pct_fpr_valthr'])} | {_pct(e['tpr_at_0.1pct_fpr_valthr'])} | |")
+    if ev.get("simulator_generated"):
+        for kname, v in ev["simulator_generated"].items():
+            a(f"| external: simulator generator-like `{kname}` (never trained on) | {v['n']} | all | {_f(v['auc_vs_all_real_test'])} "
+              f"| {_pct(v['flagged_suspicious'])} | {_pct(v['flagged_synthetic'])} | |")
     a("")
+    if ev.get("real_sources"):
+        a("False positives among the real test images, per source and kind (`variant` = the shared augmentation, "
+          "`resized` = down-scaled to generator size; `sim` = physics-simulated panels, one panel per image, none seen "
+          "in training):\n")
+        a("| real source:kind | n | median logit | flagged suspicious (1% thr) | flagged synthetic (0.1% thr) |")
+        a("|---|---|---|---|---|")
+        for kname, v in ev["real_sources"].items():
+            a(f"| {kname} | {v['n']} | {_f(v['median_logit'], 2)} | {_pct(v['flagged_suspicious'])} | {_pct(v['flagged_synthetic'])} |")
+        a("")
     th = ev["thresholds"]
     a(f"Thresholds (from {th['n_val_real']} real validation images only): suspicious = {_f(th['suspicious'], 6)} "
       f"(logit {_f(th['suspicious_logit'])}), synthetic = {_f(th['synthetic'], 6)} (logit {_f(th['synthetic_logit'])}).\n")
@@ -214,7 +242,7 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
             a(f"| {k} | {v:.0f} |")
         a(f"\nSum: {sum(times.values()) / 60:.1f} min of stage time (some stages ran in parallel processes; see "
           "the notes for superseded runs).\n")
-    a(_method(cfg))
+    a(_method(cfg, work))
     extra = work / f"eval-{cfg.version}" / "notes.md"
     if extra.exists():
         a(extra.read_text())

@@ -15,7 +15,6 @@ from PIL import Image
 
 from edge_agent.tiling import aggregate_logits, grid_tiles
 
-from .imaging import pad_to_tile
 
 __all__ = ["Runner", "torch_runner", "ort_runner", "ov_runner", "tile_scores", "aggregate", "cam_peak_hit"]
 
@@ -76,20 +75,26 @@ def cam_peak_hit(cams: np.ndarray, origins: list[tuple[int, int]], tile: int, ma
                  tolerance_px: int) -> bool:
     """Pointing game (Zhang et al., ECCV 2016): is the image-wide CAM maximum inside the mask?
 
-    The peak is the centre of the highest CAM cell over all tiles; the mask is padded like the
-    image and dilated by ``tolerance_px``.
+    The peak is the centre of the highest CAM cell over all tiles whose centre lies on the image;
+    the mask is dilated by ``tolerance_px``.
     """
     from scipy import ndimage
-    mask = pad_to_tile(np.asarray(Image.open(mask_path), dtype=np.float32) / 255.0, tile) > 0.5
+    raw = np.asarray(Image.open(mask_path), dtype=np.float32) / 255.0 > 0.5
     if tolerance_px > 0:
-        mask = ndimage.binary_dilation(mask, iterations=tolerance_px)
+        raw = ndimage.binary_dilation(raw, iterations=tolerance_px)
+    h_img, w_img = raw.shape
     n, h, w = cams.shape
-    k = int(np.argmax(cams))
-    ti, cy, cx = np.unravel_index(k, cams.shape)
     cell = tile / h
-    y = int(origins[ti][0] + (cy + 0.5) * cell)
-    x = int(origins[ti][1] + (cx + 0.5) * cell)
-    return bool(mask[min(y, mask.shape[0] - 1), min(x, mask.shape[1] - 1)])
+    # Only cells whose centre lies on the image count: mirrored padding of a short axis is not
+    # image, and a heat map must never point there (the agent draws only the image area).
+    cy = (np.arange(h) + 0.5) * cell
+    cx = (np.arange(w) + 0.5) * cell
+    valid = np.stack([((oy + cy)[:, None] < h_img) & ((ox + cx)[None, :] < w_img) for oy, ox in origins])
+    k = int(np.argmax(np.where(valid, cams, -np.inf)))
+    ti, py, px = np.unravel_index(k, cams.shape)
+    y = int(origins[ti][0] + (py + 0.5) * cell)
+    x = int(origins[ti][1] + (px + 0.5) * cell)
+    return bool(raw[min(y, h_img - 1), min(x, w_img - 1)])
 
 
 def image_tiles(img: np.ndarray, tile: int, max_tiles: int) -> tuple[np.ndarray, list[tuple[int, int]]]:

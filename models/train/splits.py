@@ -5,6 +5,7 @@ encodings), so a patient lives in exactly one split: train / val (real-only thre
 model selection) / test (never used for training or thresholds). One pydicom-data CR
 radiograph (config `split.heldout_dicom`, default RG3: all four encodings) is kept out of
 training entirely; the third-party GAN samples in the pack are an external test family.
+With config ``simulated``, physics-simulated radiographs join the real class (one panel each).
 """
 from __future__ import annotations
 
@@ -76,6 +77,9 @@ def build_index(data_dirs: list[Path], cfg: Config, out: Path) -> list[dict[str,
             rows.append({"path": str(path), "split": split, "source": f"dicom-{stem.lower()}",
                          "patient_id": stem, "label": "real", "licence": "pydicom-data (MIT)",
                          "origin": f"pydicom-data:{stem}_{enc}.dcm"})
+    if cfg.simulated:  # physics-simulated real-like radiographs (see simdata.py); each is its own panel
+        from .simdata import build_simulated
+        rows.extend(build_simulated(out.parent / "sim", cfg.seed, cfg.simulated))
     rows.sort(key=lambda r: (r["split"], r["source"], r["path"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as fh:
