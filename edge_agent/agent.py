@@ -143,14 +143,14 @@ class Agent:
     def _start(self) -> None:
         cfg = self.config
         self._lock_state_dir()
-        spool = self._spool = Spool(cfg.spool_dir)
+        spool = self._spool = Spool(cfg.spool_dir, cfg.spool.max_pending_bytes, cfg.spool.min_free_bytes)
         spool.clean_stale()
         try:
             cfg.quarantine_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise IngestError(f"quarantine_dir: {cfg.quarantine_path} cannot be created ({exc.strerror})") from None
         judge = self._judge_factory()  # the slow part (model load and hash check), before any listener
-        self._journal = Journal(cfg.journal_path)
+        self._journal = Journal(cfg.journal_path, cfg.journal_rotation.max_bytes, cfg.journal_rotation.keep)
         if cfg.mqtt is not None:
             # Opens the device key (a key others can read stops the start here) and the outbox.
             from .transport.settings import open_device_transport

@@ -26,7 +26,8 @@ _SUBMIT_HELP = """\
 Queue image files for the agent and return once each is durably spooled; prints
 `OK <sha256> <file>` per file. Works without a running agent (the agent judges the queue when
 it starts). Submitting the same bytes again is harmless. Exit 2 if a file could not be queued
-(files before it were queued).
+(files before it were queued), for instance while the spool is full (spool.max_pending_bytes,
+spool.min_free_bytes): the message gives the figures; keep the file and submit it again later.
 """
 
 
@@ -63,7 +64,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 def submit_files(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    spool = Spool(config.spool_dir)
+    spool = Spool(config.spool_dir, config.spool.max_pending_bytes, config.spool.min_free_bytes)
     for f in args.files:
         item = spool.accept_file(f, source="hook")
         print(f"OK {item.sha256} {f}", flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,6 +20,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import yaml
 
 from .errors import ConfigError
+from .journal import DEFAULT_KEEP as _JOURNAL_KEEP
+from .journal import DEFAULT_MAX_BYTES as _JOURNAL_MAX_BYTES
+from .spool import DEFAULT_MAX_PENDING_BYTES, DEFAULT_MIN_FREE_BYTES
 
 if TYPE_CHECKING:  # the transport (paho, trust) loads only when a config has an mqtt: section
     from .evidence import EvidenceSettings
@@ -36,6 +40,8 @@ __all__ = [
     "HookConfig",
     "DicomConfig",
     "HotFolderConfig",
+    "SpoolConfig",
+    "JournalRotationConfig",
     "LoggingConfig",
     "load_config",
     "parse_config",
@@ -173,6 +179,56 @@ class HotFolderConfig:
             _fail("hot_folder.poll_seconds", "a number of seconds from 0.05 to 60", self.poll_seconds)
 
 
+_KiB, _MiB, _GiB, _TiB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
+_SIZE_UNITS = {"": 1, "B": 1, "KiB": _KiB, "MiB": _MiB, "GiB": _GiB, "TiB": _TiB}
+_SIZE_TEXT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+
+def _parse_size(value: str) -> object:
+    """``"2 GiB"`` -> 2147483648; a string it cannot read is returned as is, for the check to name."""
+    m = _SIZE_TEXT.match(value)
+    if m is None or m.group(2) not in _SIZE_UNITS:
+        return value
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def _check_size(obj: object, name: str, low: int, high: int, low_text: str, high_text: str) -> None:
+    expected = f"a size from {low_text} to {high_text}: bytes, or a string such as '512 MiB' or '2 GiB'"
+    _check_type(obj, name, int, expected)
+    if not low <= getattr(obj, name) <= high:
+        _fail(f"{getattr(obj, '_SECTION')}{name}", expected, getattr(obj, name))
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    """Bounds on the spool, the accepted images waiting for a verdict (``spool.py`` explains the
+    defaults). Crossing either refuses new images until there is room; senders retry."""
+
+    _SECTION: ClassVar[str] = "spool."
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES  # all the spool may hold
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES  # left free on the spool's filesystem
+
+    def __post_init__(self) -> None:
+        _check_size(self, "max_pending_bytes", _MiB, 64 * _TiB, "1 MiB", "64 TiB")
+        _check_size(self, "min_free_bytes", 0, 64 * _TiB, "0", "64 TiB")
+
+
+@dataclass(frozen=True)
+class JournalRotationConfig:
+    """Size-based rotation of the verdict journal; also bounds what the agent remembers as judged
+    (``journal.py``): a repeat of an image older than the retained files is judged again."""
+
+    _SECTION: ClassVar[str] = "journal_rotation."
+    max_bytes: int = _JOURNAL_MAX_BYTES  # size of the active file before it is rotated
+    keep: int = _JOURNAL_KEEP  # rotated files kept: verdicts.jsonl.1 ... .<keep>
+
+    def __post_init__(self) -> None:
+        _check_size(self, "max_bytes", 64 * _KiB, 64 * _GiB, "64 KiB", "64 GiB")
+        _check_type(self, "keep", int, "a number of rotated files from 1 to 1000")
+        if not 1 <= self.keep <= 1000:
+            _fail("journal_rotation.keep", "a number of rotated files from 1 to 1000", self.keep)
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     _SECTION: ClassVar[str] = "logging."
@@ -200,6 +256,8 @@ class AgentConfig:
     hook: HookConfig = field(default_factory=HookConfig)
     dicom: DicomConfig = field(default_factory=DicomConfig)
     hot_folder: HotFolderConfig = field(default_factory=HotFolderConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    journal_rotation: JournalRotationConfig = field(default_factory=JournalRotationConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     mqtt: MqttSettings | None = None  # None: verdicts go to the journal only
     forensics: EvidenceSettings = field(default_factory=lambda: _default_evidence())
@@ -242,9 +300,12 @@ _SECTIONS: dict[str, type] = {
     "hook": HookConfig,
     "dicom": DicomConfig,
     "hot_folder": HotFolderConfig,
+    "spool": SpoolConfig,
+    "journal_rotation": JournalRotationConfig,
     "logging": LoggingConfig,
 }
 _PATH_KEYS = {"state_dir", "journal", "quarantine_dir", "path", "cache_dir", "socket", "trust_anchor"}
+_SIZE_KEYS = {"max_pending_bytes", "min_free_bytes", "max_bytes"}
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -305,6 +366,8 @@ def _build(cls: type, data: object, prefix: str, base_dir: Path, nested: dict[st
             kwargs[key] = _resolve(value, base_dir)
         elif key == "socket_mode" and isinstance(value, str):
             kwargs[key] = _octal(value)
+        elif key in _SIZE_KEYS and isinstance(value, str):
+            kwargs[key] = _parse_size(value)
         elif isinstance(value, list):
             kwargs[key] = tuple(value)
         else:

@@ -7,6 +7,7 @@
     │   └── ModelSignatureError   manifest.sig.json is missing, forged, or not from the trusted vendor
     ├── UnreadableImage      an input cannot be decoded (carries a machine-readable code)
     ├── IngestError          an ingestion path (spool, hot folder, C-STORE) cannot accept an image
+    │   └── SpoolFullError   (edge_agent.spool) the spool's size cap or free-space floor is reached
     ├── TrustError           device identity, keys, certificates, signed verdicts (``reason`` code)
     │   ├── KeyStoreError        a key cannot be created, loaded or used
     │   │   └── KeyPermissionError   a key file is readable by group/others (the agent refuses to start)

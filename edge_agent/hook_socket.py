@@ -11,6 +11,10 @@ client sends                agent answers
                             ``ERR not_queued <why>\\n``   unreadable file, spool full, ...
 ==========================  ==========================================================
 
+``not_queued`` covers a full spool too (``spool.max_pending_bytes`` / ``spool.min_free_bytes``):
+the reason names the limit and the figures, the agent keeps serving, and the firmware should keep
+the image and submit it again later.
+
 The agent reads the file with its own permissions; the socket is created with mode
 ``hook.socket_mode`` (0660 by default) so only the agent's user and group may submit.
 ``firmware_hooks/submit_via_socket.py`` is a stdlib-only client.

@@ -8,7 +8,10 @@
   ``stable_seconds`` (a writer that pauses longer than that mid-file should rename into place).
 
 Only regular files directly in the folder are taken. A file that cannot be read or removed is
-logged and left alone until it changes; a folder that vanishes is logged and watched for.
+logged and left alone until it changes; a folder that vanishes is logged and watched for. While
+the spool is full (:class:`~edge_agent.spool.SpoolFullError`; the spool logs that once) files are
+left where they are, the pass stops, and the next poll tries again, so the hot folder itself is
+the queue until there is room.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import IngestError
-from .spool import Spool
+from .spool import Spool, SpoolFullError
 
 __all__ = ["HotFolder", "StabilityWatch", "is_in_progress_name"]
 
@@ -120,6 +123,9 @@ class HotFolder:
             src = self.path / name
             try:
                 item = self.spool.accept_file(src, source="hot_folder", name=name)
+            except SpoolFullError as exc:
+                log.debug("hot folder: %s left in place until the spool has room: %s", name, exc)
+                break  # the other files would be refused too; the next poll retries
             except IngestError as exc:
                 log.error("hot folder: %s not taken: %s", name, exc)
                 self.watch.failed(name)
