@@ -4,6 +4,7 @@ simulator, metadata rules on the real DICOM files shipped with pydicom, pydicom-
     python -m benchmarks.eval_forensics                # everything (~5-8 min on 2 busy cores)
     python -m benchmarks.eval_forensics --only metadata
     python -m benchmarks.eval_forensics --scale 0.3    # fewer images, for a quick look
+    python -m benchmarks.eval_forensics --only calibration   # the local map's settings, on other panels
 
 Prints markdown tables (the ones in docs/forensics.md). Everything is seeded; the simulator is
 ``edge_agent.forensics.simulator``. Real-panel validation is NOT here: it needs raw frames from
@@ -38,6 +39,8 @@ TILE, MAX_TILES = 256, 64
 ENROLLED = (101, 102, 103)
 OTHERS = (104, 105, 106, 107, 108)
 PROFILE_PANELS = (201, 202, 203, 204)  # the noise profile is learned on panels never tested
+CALIBRATION = (301, 302, 303, 311, 312, 313, 314, 315, 316)  # local-map settings are chosen here, never tested
+CALIBRATION_DONORS = (304, 305, 306, 307, 308)
 NS = (1, 2, 4, 8, 16, 32)
 LOCAL_Z = float(inspect.signature(FingerprintCheck).parameters["local_z"].default)  # the shipped default
 
@@ -213,6 +216,52 @@ def evaluate_fingerprint_and_noise(scale: float, out: list[str]) -> None:
     out.append(f"_fingerprint+noise evaluation: {elapsed:.0f} s (enrolment {t_enrol:.0f} s)_\n")
 
 
+def evaluate_local_calibration(scale: float, out: list[str]) -> None:
+    """The local map's own settings (``model_error``, ``min_intact``) on calibration panels that the
+    evaluation above never uses, with their own seed: where they were chosen."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(20260301)
+    donors = [Panel(PanelSpec(s, shape=SHAPE)) for s in CALIBRATION_DONORS]
+    # (min_intact, model_error), one changed from the defaults (0.5, 0.03) at a time
+    settings = [(0.5, e) for e in (0.0, 0.02, 0.03, 0.05)] + [(m, 0.03) for m in (0.25, 0.75)]
+    zs: dict[tuple[int, str], list[float]] = collections.defaultdict(list)
+    hits: dict[tuple[int, str], list[bool]] = collections.defaultdict(list)
+    for s in CALIBRATION:
+        panel = Panel(PanelSpec(s, shape=SHAPE))
+        fp = FingerprintEnrollment(SHAPE)
+        for _ in range(max(NS)):
+            fp.add(panel.acquire(rng))
+        enrolled = fp.finish().quantised(8)
+        checks = [FingerprintCheck(enrolled, min_intact=mi, model_error=me) for mi, me in settings]
+        samples = [Sample("authentic", panel.acquire(rng)) for _ in range(_n(150, scale))]
+        for i in range(_n(20, scale)):
+            samples.append(Sample("splice", *splice(panel.acquire(rng), donors[i % len(donors)].acquire(rng), rng)))
+            samples.append(Sample("copy_move", *copy_move(panel.acquire(rng), rng)))
+        for smp in samples:
+            tiles, origins = grid_tiles(smp.image, TILE, MAX_TILES)
+            for k, check in enumerate(checks):
+                m = check.measure(smp.image, tiles, origins)
+                zs[(k, smp.kind)].append(float(m.mismatch_z.max()))
+                if smp.mask is not None:
+                    n, yy, xx = m.peak()
+                    oy, ox = origins[n]
+                    cy, cx = oy + yy * m.cell + m.cell // 2, ox + xx * m.cell + m.cell // 2
+                    hits[(k, smp.kind)].append(bool(smp.mask[cy, cx]))
+    out.append(f"### Local map settings on calibration panels {CALIBRATION} (N=32, int8; not the evaluation's panels)\n")
+    out.append("(One setting changed per row, the other at its default: `min_intact` 0.5, `model_error` 0.03.)\n")
+    out.append(f"| setting | pointing splice | pointing copy-move | flagged splice / copy-move (z >= {LOCAL_Z:g}) | "
+               f"authentic flagged | max z on authentic (99 %) |")
+    out.append("|---|---|---|---|---|---|")
+    for k, (mi, me) in enumerate(settings):
+        auth = np.array(zs[(k, "authentic")])
+        name = f"model_error={me:g}" if k < 4 else f"min_intact={mi:g}"
+        flagged = [np.mean(np.array(zs[(k, kind)]) >= LOCAL_Z) for kind in ("splice", "copy_move")]
+        out.append(f"| {name} | {np.mean(hits[(k, 'splice')]):.3f} | {np.mean(hits[(k, 'copy_move')]):.3f} | "
+                   f"{flagged[0]:.3f} / {flagged[1]:.3f} | {np.mean(auth >= LOCAL_Z):.4f} of {len(auth)} | "
+                   f"{auth.max():.1f} ({np.quantile(auth, 0.99):.1f}) |")
+    out.append(f"\n_calibration: {time.perf_counter() - t0:.0f} s_\n")
+
+
 # ------------------------------------------------------------------------------- metadata
 # Which shipped files are real images from real devices, and which of those are acquisitions.
 # Decided by provenance (the data sets' READMEs / headers), not by the rules' own attributes:
@@ -301,7 +350,8 @@ def evaluate_metadata(out: list[str]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("fingerprint", "metadata"), help="run one part (fingerprint includes noise)")
+    ap.add_argument("--only", choices=("fingerprint", "metadata", "calibration"),
+                    help="run one part (fingerprint includes noise; calibration is run only when asked for)")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the default image counts")
     args = ap.parse_args()
     out: list[str] = []
@@ -309,6 +359,8 @@ def main() -> None:
         evaluate_metadata(out)
     if args.only in (None, "fingerprint"):
         evaluate_fingerprint_and_noise(args.scale, out)
+    if args.only == "calibration":
+        evaluate_local_calibration(args.scale, out)
     print("\n".join(out))
 
 

@@ -3,6 +3,8 @@ physics simulator: small panels so the whole file runs in a few seconds."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,30 @@ def test_region_spliced_from_another_panel_is_pointed_at_by_the_mismatch_map(che
     n, yy, xx = m.peak()
     oy, ox = origins[n]
     assert mask[oy + yy * m.cell + m.cell // 2, ox + xx * m.cell + m.cell // 2]
+
+
+def test_splice_beside_saturated_pixels_is_still_located_and_the_reason_names_a_point_inside_it(check, panels):
+    # Saturated (clipped) pixels carry no pattern. A handful of them once blanked out a 96x96-px
+    # neighbourhood of the map each, hiding splices over dense anatomy; now only their 4x4 blocks go.
+    rng = np.random.default_rng(10)
+    img, mask = splice(panels[0].acquire(rng), panels[1].acquire(rng), rng, size=(100, 140))
+    ys, xs = np.nonzero(mask)
+    cy, cx = int(ys.mean()), int(xs.mean())
+    img[cy - 1 : cy + 1, cx - 40 : cx + 40 : 10] = 1.0  # specks of burnt-out pixels across the pasted region
+    finding, m, origins = _check(check, img)
+    assert "fingerprint.local_mismatch" in finding.flagged_codes
+    why = next(r.message for r in finding.reasons if r.code == "fingerprint.local_mismatch")
+    row, col = (int(v) for v in re.search(r"row (\d+), column (\d+)", why).groups())
+    assert mask[row, col]
+
+
+def test_low_dose_authentic_images_with_saturated_anatomy_raise_no_local_mismatch(check, panels):
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        img = panels[0].acquire(rng, dose=2500)  # the lowest dose simulated: the spine burns out
+        assert (img >= 1.0).any()
+        finding, _, _ = _check(check, img)
+        assert finding.reasons == ()
 
 
 def test_lossy_reencoded_authentic_image_is_reported_weakened_not_absent(check, panels):
