@@ -8,6 +8,7 @@ report is rendered from that file by the `ship` stage.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -312,6 +313,10 @@ def _plot(ev: Path) -> None:
     fig.tight_layout(); fig.savefig(ev / "roc.png", dpi=110)
 
 
+def _file_sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
 def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     """Stage `compare`: baseline and leave-one-family-out runs, added to eval.json."""
     ev = work / f"eval-{cfg.version}"
@@ -345,9 +350,20 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         log(f"evaluate: baseline test AUC {res['baseline_test']['all']['auc']:.4f}")
     # --- leave-one-family-out ---
     res["lofo"] = {}
+    # LOFO checkpoints are shared by every model version of a work folder: their scores are
+    # memoised by (checkpoint sha256, aggregate, real subset), so a new version does not redo them.
+    memo_path = work / "lofo-scores.json"
+    memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
     for f in FAMILIES:
         ck = work / f"lofo-detector-{f}-last.pt"
         if not ck.exists():
+            continue
+        bck = work / f"lofo-baseline-{f}-last.pt"
+        key = hashlib.sha256(json.dumps([_file_sha(ck), _file_sha(bck) if bck.exists() else "", method, k,
+                                         res["subset_ids"]]).encode()).hexdigest()
+        if key in memo:
+            res["lofo"][f] = memo[key]
+            log(f"evaluate: LOFO {f}: memoised ({key[:12]})")
             continue
         runner = torch_runner(load_detector(ck))
         vr_all = [r for r in val if r["label"] == "0"]
@@ -358,7 +374,6 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         ts, _ = _score(tr, runner, cache)
         y = np.array([int(r["label"]) for r in tr])
         entry = {"detector": _metrics(y, _agg(ts, tr, method, k), th_f)}
-        bck = work / f"lofo-baseline-{f}-last.pt"
         if bck.exists():
             import torch
             bl = load_baseline(bck)
@@ -375,7 +390,8 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
             sub_ids = set(res["subset_ids"])
             m = np.array([r["id"] in sub_ids or r["family"] == f for r in rt])
             entry["baseline"] = _metrics(np.array([int(r["label"]) for r in rt])[m], st_b[m], th_b)
-        res["lofo"][f] = entry
+        res["lofo"][f] = memo[key] = entry
+        memo_path.write_text(json.dumps(memo, indent=1))
         log(f"evaluate: LOFO {f}: {entry}")
     (ev / "eval.json").write_text(json.dumps(res, indent=1))
     _plot(ev)

@@ -141,5 +141,16 @@ def ship(work: Path, cfg: Config, log: Callable[[str], None], out_root: Path) ->
     if roc.exists():
         shutil.copy(roc, dest / "roc.png")
     times = json.loads((work / "stage_times.json").read_text()) if (work / "stage_times.json").exists() else {}
+    times = {k: v for k, v in times.items() if _stage_of_this_model(k, cfg.version)}
     (dest / "REPORT.md").write_text(render_report(cfg, ev, manifest, decisions, times, work))
     log(f"ship: wrote {dest} ({sum(p.stat().st_size for p in dest.rglob('*') if p.is_file()) / 1e6:.2f} MB)")
+
+
+def _stage_of_this_model(key: str, version: str) -> bool:
+    """Stage-time keys that belong to this model: shared data stages, this version's stages, and
+    the baseline/LOFO runs whose checkpoints every version of a work folder shares (they are
+    trained once; a later version's run of those stages only finds them done)."""
+    if "@" not in key:
+        return True
+    stage, ver = key.split("@", 1)
+    return ver == version or stage in ("baseline", "lofo")
