@@ -7,8 +7,8 @@ Automatic choice (logged with its reason at start):
 1. ONNX Runtime with TensorRT / CUDA execution providers when they are present (NVIDIA Jetson);
 2. otherwise OpenVINO on the CPU when it is installed and the model ships an INT8 IR (its INT8
    kernels are where it wins);
-3. otherwise ONNX Runtime on the CPU: with the FP32 xray-npr 1.0.0 on this project's 2-core x86
-   machine it ran 64 tiles in 109 ms against OpenVINO's 158 ms (benchmarks/bench_pipeline.py).
+3. otherwise ONNX Runtime on the CPU: with the FP32 xray-npr models on this project's 2-core x86
+   machine it beat OpenVINO FP32 (1.0.0: 64 tiles in 109 vs 158 ms; benchmarks/bench_pipeline.py).
 """
 
 from __future__ import annotations
