@@ -36,9 +36,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +68,17 @@ _FORMAT_VERSION = 1
 _MODELS = ("additive", "multiplicative")
 _REL_BLOCK = 16  # predictor map resolution (pixels per block)
 _CHUNK = 8  # tiles processed together: keeps the working set in cache
+_THREADS = max(1, min(2, os.cpu_count() or 1))  # chunks in parallel (see FingerprintCheck.measure)
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="fingerprint")
+        return _POOL
 _WB = 4  # Wiener attenuation block (pixels): local variance over 4x4 blocks
 
 
@@ -460,8 +474,10 @@ class FingerprintCheck:
         num_l, pred_l, var_l = (np.empty((n, g, g)) for _ in range(3))
         mult = self.fingerprint.model == "multiplicative"
         fft_set = set(np.round(np.linspace(0, n - 1, min(n, self.fft_tiles))).astype(int).tolist())
-        for s in range(0, n, _CHUNK):
-            xs = x[s : s + _CHUNK]
+        chunk = max(1, min(_CHUNK, -(-n // _THREADS)))
+
+        def one_chunk(s: int) -> None:
+            xs = x[s : s + chunk]
             sl = slice(s, s + len(xs))
             w, om, local = _residual(xs)
             if mult:
@@ -494,6 +510,15 @@ class FingerprintCheck:
             pred_l[sl] = pred_den[sl] if intact is None else _cells((om * sig2 * v).astype(np.float32), c // _WB)
             usable[sl] = _cells(v, c // _WB) >= self.min_intact * (c // _WB) ** 2
             var_l[sl] = _cells((om * om * local * sig2 * v).astype(np.float32), c // _WB)
+
+        # Chunks write disjoint slices of the arrays above, and numpy/pocketfft release the GIL in
+        # their loops: two threads, like the model's own two, halve the wall time on a 2-core device.
+        starts = range(0, n, chunk)
+        if _THREADS > 1 and len(starts) > 1:
+            list(_pool().map(one_chunk, starts))
+        else:
+            for s0 in starts:
+                one_chunk(s0)
         model_var = np.maximum(varden.sum(axis=(1, 2)), 1e-30)
         measured = np.array(sorted(fft_set))
         # correlation noise measured off-peak vs the white-noise model: the inflation factor
