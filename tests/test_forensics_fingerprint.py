@@ -146,3 +146,19 @@ def test_multiplicative_model_for_linear_images_enrols_and_recognises_its_panel(
     other = np.exp(-3.0 * panels[1].acquire(rng))
     check = FingerprintCheck(fp)
     assert check.measure(own).pce > 50 > check.measure(other).pce
+
+
+def test_the_fingerprint_finding_is_the_same_on_one_thread_and_on_two(check, panels, monkeypatch):
+    """Tile chunks run in parallel; the verdict, its reasons and its heat map must not depend on it."""
+    import edge_agent.forensics.fingerprint as fp
+
+    mine, other = panels
+    rng = np.random.default_rng(42)
+    img, _ = splice(mine.acquire(rng), other.acquire(rng), rng)
+    tiles, origins = grid_tiles(img, 256, 64)
+    monkeypatch.setattr(fp, "_THREADS", 2)
+    two = check.check(img, tiles, origins)
+    monkeypatch.setattr(fp, "_THREADS", 1)
+    one = check.check(img, tiles, origins)
+    assert len(origins) >= 2 and two.score == one.score and two.reasons == one.reasons
+    assert two.heat is not None and np.array_equal(two.heat, one.heat)
