@@ -43,7 +43,6 @@ import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.fft
@@ -53,6 +52,7 @@ from ..errors import ForensicsError
 from ..tiling import grid_origins, grid_tiles
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
+from .residual import WB, background_energy, block_sums, cells, noise_residual, residual, unclipped_blocks
 
 __all__ = [
     "Fingerprint",
@@ -79,79 +79,6 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(_THREADS, thread_name_prefix="fingerprint")
         return _POOL
-_WB = 4  # Wiener attenuation block (pixels): local variance over 4x4 blocks
-
-
-def noise_residual(x: np.ndarray, with_weight: bool = False) -> Any:
-    """Noise residual of one image or a stack ``[..., H, W]`` (float32); with ``with_weight`` also
-    the Wiener weights per 4x4 block ``[..., ceil(H/4), ceil(W/4)]``.
-
-    ``x`` minus the mean of its 4 neighbours (edges replicated): the fixed pattern is white, the
-    quantum noise was blurred by the scintillator, so this high-pass keeps the pattern and damps
-    the noise. Pixels whose local variance exceeds the noise level (edges of anatomy) are attenuated
-    (adaptive Wiener), then rows and columns are zero-meaned (Chen et al. 2008, sec. IV: row/column
-    artefacts are not unique to a sensor)."""
-    r, wblk, _ = _residual(x)
-    return (r, wblk) if with_weight else r
-
-
-def _laplacian_flat(f: np.ndarray, out: np.ndarray | None, w: int) -> np.ndarray:
-    """``x - mean(4 neighbours)`` on row-major flattened images (contiguous 1-D slices are several
-    times faster than 2-D strided ones); edge pixels use themselves as the missing neighbour."""
-    r = np.empty_like(f) if out is None else out
-    r[..., w:] = f[..., :-w]
-    r[..., :w] = f[..., :w]
-    r[..., :-w] += f[..., w:]
-    r[..., -w:] += f[..., -w:]
-    r[..., 1:] += f[..., :-1]
-    r[..., :-1] += f[..., 1:]
-    # the flat shifts wrapped across row ends: put each row's own edge pixel back
-    rows = r.reshape(f.shape[:-1] + (-1, w))
-    src = f.reshape(f.shape[:-1] + (-1, w))
-    rows[..., 1:, 0] += src[..., 1:, 0] - src[..., :-1, -1]
-    rows[..., :1, 0] += src[..., :1, 0]
-    rows[..., :-1, -1] += src[..., :-1, -1] - src[..., 1:, 0]
-    rows[..., -1:, -1] += src[..., -1:, -1]
-    r *= np.float32(-0.25)
-    r += f
-    return r
-
-
-def _block_sums(a: np.ndarray) -> np.ndarray:
-    """Sums over the 4x4 blocks of ``[..., H, W]`` (H, W multiples of 4), float32. The column sums
-    go through a matrix product: several times faster than ``.sum()`` over a length-4 axis."""
-    h, w = a.shape[-2:]
-    rows = a.reshape(a.shape[:-2] + (h // _WB, _WB, w)).sum(axis=-2)
-    return rows.reshape(rows.shape[:-1] + (w // _WB, _WB)) @ np.ones(_WB, np.float32)
-
-
-def _residual(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(residual, Wiener weight per 4x4 block, residual variance per block before weighting)."""
-    x = np.asarray(x, dtype=np.float32)
-    h, w = x.shape[-2:]
-    hp, wp = -(-h // _WB) * _WB, -(-w // _WB) * _WB
-    lead = x.shape[:-2]
-    rp = np.empty(lead + (hp, wp), np.float32) if (hp, wp) == (h, w) else np.zeros(lead + (hp, wp), np.float32)
-    r = rp[..., :h, :w]
-    if (hp, wp) == (h, w):
-        _laplacian_flat(x.reshape(lead + (h * w,)), rp.reshape(lead + (h * w,)), w)
-    else:
-        r[...] = _laplacian_flat(np.ascontiguousarray(x).reshape(lead + (h * w,)), None, w).reshape(x.shape)
-    # Spatially adaptive Wiener attenuation (Lukas et al. 2006 sec. III, in the pixel domain): where
-    # the local residual variance exceeds the tile's typical noise variance, the excess is anatomy
-    # (edges, texture), not the sensor; scaling by sigma^2 / local variance removes it and weights
-    # each pixel by its inverse noise variance, the optimal weighting for heteroscedastic noise.
-    local = _block_sums(rp * rp) / np.float32(_WB * _WB)
-    # floor: flat or saturated areas of low-bit images have no residual at all (0/0)
-    typical = np.maximum(np.median(local.reshape(lead + (-1,))[..., ::3], axis=-1)[..., None, None], np.float32(1e-12))
-    wblk = (typical / np.maximum(local, typical)).astype(np.float32)
-    # broadcast along whole rows (contiguous inner axis): much faster than a 5-D block view
-    rp.reshape(lead + (hp // _WB, _WB, wp))[...] *= np.repeat(wblk, _WB, axis=-1)[..., :, None, :]
-    r -= r.mean(axis=-1, keepdims=True)
-    r -= r.mean(axis=-2, keepdims=True)
-    return r, wblk, local
-
-
 @dataclass(frozen=True)
 class Fingerprint:
     """A detector's enrolled fixed pattern at its native pixel grid.
@@ -267,7 +194,7 @@ class FingerprintEnrollment:
         self._wi = np.zeros(self.shape, np.float64)
         self._ii = np.zeros(self.shape, np.float64)
         self._ww = np.zeros(self.shape, np.float64)
-        self._om = np.zeros((-(-self.shape[0] // _WB), -(-self.shape[1] // _WB)), np.float64)
+        self._om = np.zeros((-(-self.shape[0] // WB), -(-self.shape[1] // WB)), np.float64)
 
     def add(self, frame: np.ndarray) -> None:
         if frame.shape != self.shape:
@@ -292,7 +219,7 @@ class FingerprintEnrollment:
         # Energy of the estimation noise per pixel: var(K_hat) ~ sigma^2 / sum(I^2), sigma^2 ~ sum(W^2)/N.
         noise = self._ww / (self.images * np.maximum(self._ii, 1e-12))
         rel = np.clip(1.0 - _block_sum(noise) / np.maximum(_block_sum(k * k), 1e-30), 0.0, 1.0)
-        per = _REL_BLOCK // _WB
+        per = _REL_BLOCK // WB
         mean_weight = np.maximum(_block_sum(self._om, per) / (self.images * _block_sum(np.ones(self._om.shape), per)), 1e-3)
         # where the enrolment noise dominates the estimate (rel < 0.25) the pattern is not known well
         # enough to say it is missing: predictor 0 = "do not judge this block"
@@ -395,10 +322,10 @@ class FingerprintCheck:
                  cell: int = 32, tile: int = 256, max_tiles: int = 64, tolerance: float = 0.5,
                  weak_gain: float = 0.5, fft_tiles: int = 16, min_intact: float = 0.5,
                  model_error: float = 0.03) -> None:
-        if (present_pce <= 0 or local_z <= 0 or not 0.0 <= tolerance < 1.0 or cell % _WB or tile % cell
+        if (present_pce <= 0 or local_z <= 0 or not 0.0 <= tolerance < 1.0 or cell % WB or tile % cell
                 or not 0.0 < min_intact <= 1.0 or model_error < 0):
             raise ForensicsError(f"present_pce and local_z must be positive, tolerance in [0, 1), min_intact in "
-                                 f"(0, 1], model_error >= 0, the cell a multiple of {_WB} px and the tile a multiple "
+                                 f"(0, 1], model_error >= 0, the cell a multiple of {WB} px and the tile a multiple "
                                  f"of the cell (got cell {cell}, tile {tile})")
         self.tolerance = tolerance
         self.min_intact = min_intact
@@ -479,22 +406,22 @@ class FingerprintCheck:
         def one_chunk(s: int) -> None:
             xs = x[s : s + chunk]
             sl = slice(s, s + len(xs))
-            w, om, local = _residual(xs)
+            w, om, local = residual(xs)
             if mult:
                 sig = xs * ktiles[sl]
-                den[sl] = _cells(sig * sig, c)
-                sig2 = _block_sums(sig * sig)
+                den[sl] = cells(sig * sig, c)
+                sig2 = block_sums(sig * sig)
             else:
                 sig = ktiles[sl]
                 den[sl] = kk_cell[sl]
                 sig2 = kk4[sl]
             # what an authentic image with this residual weighting would correlate, per cell
-            pred_den[sl] = _cells((om * sig2).astype(np.float32), c // _WB)
-            ws4 = _block_sums(w * sig)  # correlation per 4x4 block: the local map drops clipped blocks
-            num[sl] = _cells(ws4, c // _WB)
+            pred_den[sl] = cells((om * sig2).astype(np.float32), c // WB)
+            ws4 = block_sums(w * sig)  # correlation per 4x4 block: the local map drops clipped blocks
+            num[sl] = cells(ws4, c // WB)
             peak[sl] = num[sl].sum(axis=(1, 2))
             # per-pixel variance of the weighted residual per cell, from the 4x4 block statistics
-            varden[sl] = _cells((om * om * local).astype(np.float32), c // _WB) / ((c // _WB) ** 2) * den[sl]
+            varden[sl] = cells((om * om * local).astype(np.float32), c // WB) / ((c // WB) ** 2) * den[sl]
             # Cross-correlation in the DFT domain, on an evenly spread subset of tiles: the zero-lag
             # value is sum(W*S); the energy of the whole correlation surface follows from Parseval
             # (no inverse FFT). It calibrates the white-noise model for every tile (kappa below).
@@ -502,14 +429,14 @@ class FingerprintCheck:
             if sub:
                 sfft = np.conj(scipy.fft.rfft2(sig[sub])) if mult else kfft[sl][sub]
                 prod = scipy.fft.rfft2(w[sub]) * sfft
-                energy[[s + i for i in sub]] = _background_energy(prod, peak[sl][sub], t)
+                energy[[s + i for i in sub]] = background_energy(prod, peak[sl][sub], t)
             # the local map: the same sums over the 4x4 blocks that clipping left intact
-            intact = _unclipped_blocks(xs)
+            intact = unclipped_blocks(xs)
             v = np.ones_like(om) if intact is None else intact.astype(np.float32)
-            num_l[sl] = num[sl] if intact is None else _cells(ws4 * v, c // _WB)
-            pred_l[sl] = pred_den[sl] if intact is None else _cells((om * sig2 * v).astype(np.float32), c // _WB)
-            usable[sl] = _cells(v, c // _WB) >= self.min_intact * (c // _WB) ** 2
-            var_l[sl] = _cells((om * om * local * sig2 * v).astype(np.float32), c // _WB)
+            num_l[sl] = num[sl] if intact is None else cells(ws4 * v, c // WB)
+            pred_l[sl] = pred_den[sl] if intact is None else cells((om * sig2 * v).astype(np.float32), c // WB)
+            usable[sl] = cells(v, c // WB) >= self.min_intact * (c // WB) ** 2
+            var_l[sl] = cells((om * om * local * sig2 * v).astype(np.float32), c // WB)
 
         # Chunks write disjoint slices of the arrays above, and numpy/pocketfft release the GIL in
         # their loops: two threads, like the model's own two, halve the wall time on a 2-core device.
@@ -569,8 +496,8 @@ class FingerprintCheck:
             fp = self.fingerprint
             k = np.stack([fp.pattern[y : y + t, x : x + t] for y, x in origins]).astype(np.float32)
             kfft = np.conj(scipy.fft.rfft2(k)).astype(np.complex64)
-            kk = _cells(k * k, self.cell)
-            kk4 = _cells(k * k, _WB).astype(np.float32)
+            kk = cells(k * k, self.cell)
+            kk4 = cells(k * k, WB).astype(np.float32)
             g = t // self.cell
             rel = np.empty((len(origins), g, g), np.float64)
             for i, (y, x) in enumerate(origins):
@@ -579,46 +506,3 @@ class FingerprintCheck:
                 rel[i] = fp.predictor[np.ix_(cy.astype(int), cx.astype(int))]
             self._cache_key, self._cache = key, (k, kfft, kk, rel, kk4)
         return self._cache
-
-
-def _unclipped_blocks(x: np.ndarray) -> np.ndarray | None:
-    """[n, t/4, t/4]: which 4x4 blocks of the tiles are free of clipped (0 or 1) pixels, also in the
-    4 neighbouring blocks (the residual filter reaches one pixel across, the Wiener weight a whole
-    block); None when nothing is clipped. Saturated or empty pixels carry no pattern at all."""
-    if x.min() > 0.0 and x.max() < 1.0:
-        return None
-    c = x <= 0.0
-    c |= x >= 1.0
-    # "any pixel of the block" by strided ORs: several times faster than reductions over 4-long axes
-    r = c[:, 0::_WB].copy()
-    for i in range(1, _WB):
-        r |= c[:, i::_WB]
-    b = r[..., 0::_WB].copy()
-    for i in range(1, _WB):
-        b |= r[..., i::_WB]
-    near = b.copy()
-    near[:, 1:] |= b[:, :-1]
-    near[:, :-1] |= b[:, 1:]
-    near[:, :, 1:] |= b[:, :, :-1]
-    near[:, :, :-1] |= b[:, :, 1:]
-    return ~near
-
-
-def _cells(a: np.ndarray, c: int) -> np.ndarray:
-    """Sums over c x c cells of a stack [n, t, t] -> [n, t/c, t/c] (float64)."""
-    n, t, _ = a.shape
-    rows = a.reshape(n, t // c, c, t).sum(axis=2)
-    return rows.reshape(n, t // c, t // c, c).sum(axis=3, dtype=np.float64)
-
-
-def _background_energy(spectra: np.ndarray, peak: np.ndarray, t: int) -> np.ndarray:
-    """Mean squared circular cross-correlation away from zero lag, from its half spectrum
-    (Parseval). Only the zero lag is excluded: the fingerprint is white after the residual filter,
-    so its correlation peak is one lag wide (the usual 11x11 exclusion changes PCE by < 5 %)."""
-    p2 = spectra.real**2 + spectra.imag**2
-    # the half spectrum holds each conjugate pair once: count them twice, except the self-conjugate columns
-    total = 2.0 * p2.sum(axis=(-2, -1), dtype=np.float64) - p2[..., 0].sum(axis=-1, dtype=np.float64)
-    if t % 2 == 0:
-        total -= p2[..., -1].sum(axis=-1, dtype=np.float64)
-    total /= t * t
-    return np.maximum(total - peak**2, 1e-30) / (t * t - 1)
