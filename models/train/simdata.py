@@ -31,19 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
-from edge_agent.forensics.simulator import Panel, PanelSpec, phantom, present
+from edge_agent.forensics.simulator import Panel, PanelSpec, phantom
+
+from .imaging import ContainerSpec, encode_like
 
 __all__ = ["simulated_radiograph", "encode_simulated", "build_simulated"]
 
-_CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-_DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
-_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root, used for generated UIDs
+_CR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
+_DX_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
 
 
 def _limb(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -137,24 +136,20 @@ def encode_simulated(img: np.ndarray, bits: int, rng: np.random.Generator) -> tu
     """Write as DICOM (85 %: CR or DX, MONOCHROME1/2) or an 8-bit PNG/JPEG export; (bytes, suffix, container)."""
     u = rng.random()
     if u < 0.075:
-        buf = io.BytesIO()
-        Image.fromarray(np.round(img * 255).astype(np.uint8), "L").save(buf, "PNG")
-        return buf.getvalue(), ".png", "png"
+        return *encode_like(img, ContainerSpec("png")), "png"
     if u < 0.15:
-        buf = io.BytesIO()
-        Image.fromarray(np.round(img * 255).astype(np.uint8), "L").save(buf, "JPEG", quality=int(rng.integers(85, 98)))
-        return buf.getvalue(), ".jpg", "jpeg"
+        return *encode_like(img, ContainerSpec("png"), jpeg_quality=int(rng.integers(85, 98))), "jpeg"
     mono1 = rng.random() < 0.5
     cr = rng.random() < 0.5
     full = (1 << bits) - 1
     stored = np.round((1.0 - img if mono1 else img) * full).astype(np.uint16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = _CR_STORAGE if cr else _DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid(_ROOT)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(_ROOT), generate_uid(_ROOT)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Modality = "CR" if cr else "DX"
     ds.Manufacturer = "edge-agent physics simulator"
     ds.PatientName, ds.PatientID = "SIMULATED^PHANTOM", "SIM"
