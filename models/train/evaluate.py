@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from edge_agent.decode import decode_path
+from edge_agent.manifest import sha256_file
 
 from .augment import poisson_gaussian
 from .config import Config
@@ -313,10 +314,6 @@ def _plot(ev: Path) -> None:
     fig.tight_layout(); fig.savefig(ev / "roc.png", dpi=110)
 
 
-def _file_sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     """Stage `compare`: baseline and leave-one-family-out runs, added to eval.json."""
     ev = work / f"eval-{cfg.version}"
@@ -359,7 +356,7 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         if not ck.exists():
             continue
         bck = work / f"lofo-baseline-{f}-last.pt"
-        key = hashlib.sha256(json.dumps([_file_sha(ck), _file_sha(bck) if bck.exists() else "", method, k,
+        key = hashlib.sha256(json.dumps([sha256_file(ck), sha256_file(bck) if bck.exists() else "", method, k,
                                          res["subset_ids"]]).encode()).hexdigest()
         if key in memo:
             res["lofo"][f] = memo[key]

@@ -8,11 +8,12 @@ real-DICOM scores, because the agent prefers INT8 whenever it is listed.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any, Callable
+
+from edge_agent.manifest import sha256_file
 
 from .config import Config
 from .report import render_report
@@ -24,10 +25,6 @@ ATTRIBUTION = ("Hannover Medical School, Winther H. et al. 2020, COVID-19 image 
                "(per-image CC BY / CC BY-SA / CC BY 4.0, see training_data.csv); Kermany D.S., Zhang K., Goldbaum M. "
                "2018, Mendeley Data (CC BY 4.0), 224 px copy from waliatushar/ai-pneumonia-detection; pydicom-data "
                "CR radiographs RG1 (MIT). Fakes were generated from these images by this training code.")
-
-
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def int8_passes(fp32: dict[str, float], q: dict[str, float]) -> bool:
@@ -119,12 +116,12 @@ def ship(work: Path, cfg: Config, log: Callable[[str], None], out_root: Path) ->
     decisions["openvino-int8"] = (("shipped: " if ov_int8_ok else "not shipped: ") + verdicts["openvino-int8"][1]) \
         if "openvino-int8" in verdicts else "not built"
     for f in files:
-        f["sha256"] = _sha(dest / f["path"])
+        f["sha256"] = sha256_file(dest / f["path"])
     files = [{"path": f["path"], "sha256": f["sha256"], "format": f["format"], "precision": f["precision"]} for f in files]
     idx = work / "index.csv"
-    training = {"manifest_sha256": _sha(idx), "manifest": "index.csv of the training run (sha256 of the real-image index; "
+    training = {"manifest_sha256": sha256_file(idx), "manifest": "index.csv of the training run (sha256 of the real-image index; "
                 "fakes are regenerated deterministically from it, config and seed)",
-                "images_csv_sha256": _sha(work / "images.csv"),
+                "images_csv_sha256": sha256_file(work / "images.csv"),
                 "config_sha256": cfg.sha256, "seed": cfg.seed,
                 "sources": ["Hannover COVID-19 image repository (PNG 640 px + JPEG 2000 px, 57 patients)",
                             "Cohen et al. covid-chestxray-dataset other-cc images", "Kermany 2018 224 px pediatric CXR",
