@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import rankdata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -315,17 +316,7 @@ def auc(neg: np.ndarray, pos: np.ndarray) -> float:
     neg, pos = np.asarray(neg, float), np.asarray(pos, float)
     if len(neg) == 0 or len(pos) == 0:
         return float("nan")
-    allv = np.concatenate([neg, pos])
-    order = allv.argsort(kind="mergesort")
-    ranks = np.empty(len(allv))
-    sv = allv[order]
-    i = 0
-    while i < len(sv):  # average ranks over ties
-        j = i
-        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    ranks = rankdata(np.concatenate([neg, pos]))  # ties share their average rank
     return float((ranks[len(neg):].sum() - len(pos) * (len(pos) + 1) / 2) / (len(neg) * len(pos)))
 
 

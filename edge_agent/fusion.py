@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from .manifest import Thresholds
+from .tiling import sigmoid
 from .verdict import Reason
 
 if TYPE_CHECKING:
@@ -103,10 +104,6 @@ class Fused:
     reasons: tuple[Reason, ...]
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
 def fuse(
     model_logit: float,
     model_reason: Reason,
@@ -124,7 +121,7 @@ def fuse(
         if f.score is not None:
             logit += weights.judged(f.layer) + weights.weight(f.layer) * f.score
         reasons.extend(f.reasons)
-    score = _sigmoid(logit)
+    score = sigmoid(logit)
     if provenance is not None and provenance.status != "unsigned":
         code = f"provenance.{provenance.status}"
         if provenance.status == "invalid":
