@@ -15,7 +15,7 @@ import numpy as np
 from .errors import ModelError
 from .manifest import ModelManifest, load_manifest
 from .runtime import Backend, choose_backend, open_backend
-from .tiling import aggregate_logits, grid_tiles, sigmoid, strongest_cell
+from .tiling import aggregate_logits, grid_tiles, sigmoid
 from .verdict import ModelRef
 
 __all__ = ["FrameScore", "Detector", "default_model_dir", "open_detector"]
@@ -36,8 +36,6 @@ class FrameScore:
     preprocess_ms: float
     infer_ms: float
     tiles: np.ndarray = field(repr=False, compare=False)  # the model's input, reused by forensics
-    local_logit: float = float("nan")  # the strongest CAM cell on the image (logit units)
-    local_peak: tuple[int, int] = (0, 0)  # that cell's centre, (row, column) in pixels
 
     @property
     def peak_origin(self) -> tuple[int, int]:
@@ -64,9 +62,7 @@ class Detector:
         t2 = time.perf_counter()
         logits = np.concatenate(logits_parts).astype(np.float32)
         cam = np.concatenate(cam_parts).astype(np.float32)
-        shape = (int(frame.shape[0]), int(frame.shape[1]))
-        local, peak = strongest_cell(cam, origins, spec.tile, shape)
-        agg = aggregate_logits(logits, spec.aggregate, spec.topk, local=local, local_offset=spec.local_offset)
+        agg = aggregate_logits(logits, spec.aggregate, spec.topk)
         return FrameScore(
             score=sigmoid(agg),
             logit=agg,
@@ -74,12 +70,10 @@ class Detector:
             cam=cam,
             origins=tuple(origins),
             tile=spec.tile,
-            shape=shape,
+            shape=(int(frame.shape[0]), int(frame.shape[1])),
             preprocess_ms=(t1 - t0) * 1e3,
             infer_ms=(t2 - t1) * 1e3,
             tiles=tiles,
-            local_logit=local,
-            local_peak=peak,
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,15 +41,12 @@ class Tiling:
     aggregate: str
     topk: int = 1
     flat_fraction: float = FLAT_FRACTION  # > 1 keeps flat tiles (see edge_agent.tiling)
-    local_offset: float = 0.0  # for aggregate mean_or_local (see edge_agent.tiling.aggregate_logits)
 
     def __post_init__(self) -> None:
         if self.tile < 8 or self.max_tiles < 1:
             raise ModelError(f"tiling: tile {self.tile} / max_tiles {self.max_tiles} out of range")
         if self.aggregate not in AGGREGATES:
             raise ModelError(f"tiling.aggregate {self.aggregate!r} is not one of {AGGREGATES}")
-        if not math.isfinite(self.local_offset):
-            raise ModelError(f"tiling.local_offset {self.local_offset!r} is not a finite number")
 
 
 @dataclass(frozen=True)
@@ -153,7 +149,6 @@ def load_manifest(directory: str | Path) -> ModelManifest:
                 aggregate=str(t["aggregate"]),
                 topk=int(t.get("topk", 1)),
                 flat_fraction=float(t.get("flat_fraction", FLAT_FRACTION)),
-                local_offset=float(t.get("local_offset", 0.0)),
             ),
             thresholds=Thresholds(suspicious=float(th["suspicious"]), synthetic=float(th["synthetic"])),
             raw=raw,

@@ -143,7 +143,7 @@ def open_pipeline(
 
 
 def _model_reason(label: str, fs: FrameScore, threshold: float) -> Reason:
-    y, x = fs.local_peak
+    y, x = fs.peak_origin
     if label == "authentic":
         return Reason(
             "model.below_threshold",
@@ -151,6 +151,6 @@ def _model_reason(label: str, fs: FrameScore, threshold: float) -> Reason:
         )
     return Reason(
         "model.above_threshold",
-        f"the detector scored {fs.score:.3f} (threshold {threshold:.3f}); strongest evidence around "
-        f"row {y}, column {x}",
+        f"the detector scored {fs.score:.3f} (threshold {threshold:.3f}); strongest evidence in the "
+        f"{fs.tile}x{fs.tile} tile at row {y}, column {x}",
     )

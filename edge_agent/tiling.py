@@ -18,13 +18,12 @@ import math
 
 import numpy as np
 
-__all__ = ["grid_origins", "grid_tiles", "aggregate_logits", "strongest_cell", "cells_on_image", "sigmoid",
-           "AGGREGATES", "FLAT_FRACTION"]
+__all__ = ["grid_origins", "grid_tiles", "aggregate_logits", "sigmoid", "AGGREGATES", "FLAT_FRACTION"]
 
 # Default share of a tile at its own min/max value beyond which the tile is left out.
 FLAT_FRACTION = 0.5
 
-AGGREGATES = ("mean", "max", "topk_mean", "mean_or_local")
+AGGREGATES = ("mean", "max", "topk_mean")
 
 
 def _axis_starts(length: int, tile: int) -> list[int]:
@@ -96,43 +95,8 @@ def _pad_symmetric(image: np.ndarray, pad_y: int, pad_x: int) -> np.ndarray:
     return image
 
 
-def cells_on_image(
-    origins: list[tuple[int, int]] | tuple[tuple[int, int], ...], tile: int, cells: tuple[int, int], shape: tuple[int, int]
-) -> np.ndarray:
-    """[N, h, w] bool: which CAM cells have their centre on the image (not on mirrored padding)."""
-    h, w = cells
-    cy = (np.arange(h) + 0.5) * (tile / h)
-    cx = (np.arange(w) + 0.5) * (tile / w)
-    return np.stack([((oy + cy)[:, None] < shape[0]) & ((ox + cx)[None, :] < shape[1]) for oy, ox in origins])
-
-
-def strongest_cell(
-    cam: np.ndarray, origins: list[tuple[int, int]] | tuple[tuple[int, int], ...], tile: int, shape: tuple[int, int]
-) -> tuple[float, tuple[int, int]]:
-    """The highest CAM cell on the image: (its logit, its centre as (row, column) in pixels).
-
-    This is the "local" reading of the model: one region that looks edited, where the tile
-    mean reads the whole tile. Cells on mirrored padding do not count.
-    """
-    n, h, w = cam.shape
-    valid = cells_on_image(origins, tile, (h, w), shape)
-    k = int(np.argmax(np.where(valid, cam, -np.inf)))
-    ti, py, px = np.unravel_index(k, cam.shape)
-    cell_h, cell_w = tile / h, tile / w
-    y = min(int(origins[ti][0] + (py + 0.5) * cell_h), shape[0] - 1)
-    x = min(int(origins[ti][1] + (px + 0.5) * cell_w), shape[1] - 1)
-    return float(cam[ti, py, px]), (y, x)
-
-
-def aggregate_logits(
-    logits: np.ndarray, method: str, topk: int = 1, local: float | None = None, local_offset: float = 0.0
-) -> float:
-    """Fold per-tile logits into one image logit.
-
-    ``mean_or_local`` = max(mean tile logit, strongest CAM cell + ``local_offset``): the image is
-    as suspicious as its whole (generated) or its most suspicious region (edited), the offset
-    putting the two readings on one scale (fitted on validation data, shipped in the manifest).
-    """
+def aggregate_logits(logits: np.ndarray, method: str, topk: int = 1) -> float:
+    """Fold per-tile logits into one image logit."""
     flat = np.asarray(logits, dtype=np.float64).reshape(-1)
     if flat.size == 0:
         raise ValueError("no tile logits to aggregate")
@@ -143,10 +107,6 @@ def aggregate_logits(
     if method == "topk_mean":
         k = max(1, min(int(topk), flat.size))
         return float(np.sort(flat)[-k:].mean())
-    if method == "mean_or_local":
-        if local is None:
-            raise ValueError("aggregate 'mean_or_local' needs the strongest CAM cell (local=)")
-        return float(max(flat.mean(), local + local_offset))
     raise ValueError(f"unknown aggregate {method!r}; expected one of {AGGREGATES}")
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from edge_agent.tiling import aggregate_logits, grid_tiles, strongest_cell
+from edge_agent.tiling import aggregate_logits, grid_tiles
 
 
 def _noisy(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -56,23 +55,3 @@ def test_topk_mean_aggregates_the_strongest_tiles() -> None:
     assert aggregate_logits(np.array([0.0, 1.0, 5.0, 3.0]), "topk_mean", 2) == 4.0
     assert aggregate_logits(np.array([0.0, 2.0]), "mean") == 1.0
     assert aggregate_logits(np.array([0.0, 2.0]), "max") == 2.0
-
-
-def test_one_edited_region_can_carry_the_image_score() -> None:
-    tile_logits = np.array([-3.0, -3.0, -2.0])
-    assert aggregate_logits(tile_logits, "mean_or_local", local=1.5, local_offset=-0.5) == 1.0
-    # a quiet strongest cell leaves the whole-image reading in charge
-    assert aggregate_logits(tile_logits, "mean_or_local", local=-6.0, local_offset=-0.5) == pytest.approx(-8 / 3)
-    with pytest.raises(ValueError, match="strongest CAM cell"):
-        aggregate_logits(tile_logits, "mean_or_local")
-
-
-def test_the_strongest_cell_is_reported_in_image_pixels_and_never_on_padding() -> None:
-    # a 300x200 image: one row of two tiles, the short axis mirrored from 200 to 256 px
-    _, origins = grid_tiles(_noisy(200, 300), 256, 64)
-    cam = np.zeros((len(origins), 16, 16), np.float32)
-    cam[0, 15, 3] = 9.0  # row 15 of the tile = pixels 240..255: padding, not image
-    cam[1, 4, 10] = 2.0  # second tile starts at column 44
-    logit, (y, x) = strongest_cell(cam, origins, 256, (200, 300))
-    assert logit == 2.0
-    assert (y, x) == (4 * 16 + 8, 44 + 10 * 16 + 8)

@@ -28,7 +28,6 @@ def build_tiny_model(
     thresholds: tuple[float, float] = (0.5, 0.9),
     aggregate: str = "max",
     with_openvino: bool = False,
-    local_offset: float | None = None,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     lap = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], dtype=np.float32).reshape(1, 1, 3, 3)
@@ -80,8 +79,7 @@ def build_tiny_model(
         "files": files,
         "input": {"name": "tiles", "layout": "NCHW", "dtype": "float32", "range": [0, 1], "photometric": "MONOCHROME2"},
         "outputs": {"logits": "logits", "cam": "cam"},
-        "tiling": {"tile": tile, "max_tiles": max_tiles, "aggregate": aggregate, "topk": 2,
-                   **({} if local_offset is None else {"local_offset": local_offset})},
+        "tiling": {"tile": tile, "max_tiles": max_tiles, "aggregate": aggregate, "topk": 2},
         "thresholds": {"suspicious": thresholds[0], "synthetic": thresholds[1], "chosen_on": "test fixture"},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))

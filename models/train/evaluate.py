@@ -27,21 +27,11 @@ from .detector import count_macs
 from .fakes import FAMILIES, read_images
 from .fit import _baseline_arrays, load_baseline, load_detector
 from .imaging import container_of, encode_like, load_grey, load_grey_bytes, resize_float
-from .scoring import (Runner, Scored, aggregate, cam_peak_hit, image_logit, ort_runner, ov_runner, score_tiles,
-                      torch_runner)
-from edge_agent.tiling import grid_tiles
+from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, ort_runner, ov_runner, tile_scores, torch_runner
 
 __all__ = ["evaluate_all", "compare_all", "thresholds_from_reals"]
 
-# (method, topk, local_offset): candidates for the image logit, chosen on validation images.
-# mean_or_local = max(mean tile logit, strongest CAM cell + offset), offsets in logit units.
-AGGS: tuple[tuple[str, int, float], ...] = (
-    ("mean", 1, 0.0), ("max", 1, 0.0), ("topk_mean", 2, 0.0), ("topk_mean", 4, 0.0),
-    *(("mean_or_local", 1, float(o)) for o in np.arange(-12.0, 2.01, 0.5)))
-
-
-def _agg_name(m: str, k: int, off: float) -> str:
-    return f"{m}{k}" if m == "topk_mean" else f"{m}{off:+.1f}" if m == "mean_or_local" else m
+AGGS = (("mean", 1), ("max", 1), ("topk_mean", 2), ("topk_mean", 4))
 
 
 def _sig(x: np.ndarray | float) -> np.ndarray:
@@ -67,31 +57,32 @@ class _TileCache:
 
     def __init__(self, tile: int, max_tiles: int) -> None:
         self.tile, self.max_tiles = tile, max_tiles
-        self.d: dict[str, tuple[np.ndarray, list[tuple[int, int]], tuple[int, int]]] = {}
+        self.d: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
 
-    def get(self, row: dict[str, str]) -> tuple[np.ndarray, list[tuple[int, int]], tuple[int, int]]:
+    def get(self, row: dict[str, str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         if row["id"] not in self.d:
-            img = load_grey(row["path"])
-            t, o = grid_tiles(img, self.tile, self.max_tiles)
-            self.d[row["id"]] = (t.astype(np.float16), o, img.shape)
-        t, o, shape = self.d[row["id"]]
-        return t.astype(np.float32), o, shape
+            t, o = image_tiles(load_grey(row["path"]), self.tile, self.max_tiles)
+            self.d[row["id"]] = (t.astype(np.float16), o)
+        t, o = self.d[row["id"]]
+        return t.astype(np.float32), o
 
 
 def _score(rows: list[dict[str, str]], runner: Runner, cache: _TileCache, pointing: bool = False
-           ) -> tuple[dict[str, Scored], dict[str, tuple[bool, bool]]]:
-    out: dict[str, Scored] = {}
+           ) -> tuple[dict[str, np.ndarray], dict[str, tuple[bool, bool]]]:
+    out: dict[str, np.ndarray] = {}
     hits: dict[str, tuple[bool, bool]] = {}
     for r in rows:
-        tiles, origins, shape = cache.get(r)
-        sc = out[r["id"]] = score_tiles(tiles, origins, shape, runner)
+        tiles, origins = cache.get(r)
+        lo, cam = tile_scores(tiles, runner)
+        out[r["id"]] = lo
         if pointing and r["mask"]:
-            hits[r["id"]] = (cam_peak_hit(sc, r["mask"], 0), cam_peak_hit(sc, r["mask"], cache.tile // 16))
+            hits[r["id"]] = (cam_peak_hit(cam, origins, cache.tile, r["mask"], 0),
+                             cam_peak_hit(cam, origins, cache.tile, r["mask"], cache.tile // 16))
     return out, hits
 
 
-def _agg(tl: dict[str, Scored], rows: list[dict[str, str]], method: str, k: int, off: float) -> np.ndarray:
-    return np.array([aggregate(tl[r["id"]], method, k, off) for r in rows])
+def _agg(tl: dict[str, np.ndarray], rows: list[dict[str, str]], method: str, k: int) -> np.ndarray:
+    return np.array([aggregate(tl[r["id"]], method, k) for r in rows])
 
 
 def _metrics(y: np.ndarray, s: np.ndarray, thr: dict[str, float]) -> dict[str, float]:
@@ -133,7 +124,7 @@ def _real_source_table(rows: list[dict[str, str]], s: np.ndarray, thr: dict[str,
 
 
 def _simulator_generated(real_logits: np.ndarray, runner: Runner, thr: dict[str, float], method: str, k: int,
-                         off: float, cfg: Config, per_kind: int = 12) -> dict[str, Any]:
+                         cfg: Config, per_kind: int = 12) -> dict[str, Any]:
     """Generator-like renders of the physics simulator (never trained on): anatomy without a detector.
 
     Kinds from :func:`edge_agent.forensics.simulator.generated_like`: uniform grain, too smooth,
@@ -146,7 +137,8 @@ def _simulator_generated(real_logits: np.ndarray, runner: Runner, thr: dict[str,
         sc = []
         for _ in range(per_kind):
             img = generated_like(rng, (int(rng.integers(560, 1100)) // 2 * 2, int(rng.integers(560, 1100)) // 2 * 2), kind)
-            sc.append(image_logit(img, runner, cfg.tiles["tile"], cfg.tiles["max_tiles"], method, k, off))
+            t_, _o = image_tiles(img, cfg.tiles["tile"], cfg.tiles["max_tiles"])
+            sc.append(aggregate(tile_scores(t_, runner)[0], method, k))
         a = np.array(sc)
         y = np.r_[np.zeros(len(real_logits)), np.ones(len(a))]
         out[kind] = {"n": len(a), "auc_vs_all_real_test": _auc(y, np.r_[real_logits, a]),
@@ -208,27 +200,28 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     vl, _ = _score(val, fp32, cache)
     yv = np.array([int(r["label"]) for r in val])
     agg_choice = {}
-    for m, k, off in AGGS:
-        s = _agg(vl, val, m, k, off)
+    for m, k in AGGS:
+        s = _agg(vl, val, m, k)
         thr = thresholds_from_reals(s[yv == 0])
-        agg_choice[_agg_name(m, k, off)] = {"val_auc": _auc(yv, s),
-                                            "val_tpr_at_1pct": float((s[yv == 1] >= thr["suspicious_logit"]).mean())}
-    best = max(AGGS, key=lambda a: (round(agg_choice[_agg_name(*a)]["val_tpr_at_1pct"], 3), agg_choice[_agg_name(*a)]["val_auc"]))
-    method, k, off = best
-    sv = _agg(vl, val, method, k, off)
+        agg_choice[f"{m}{k if m == 'topk_mean' else ''}"] = {"val_auc": _auc(yv, s),
+                                                             "val_tpr_at_1pct": float((s[yv == 1] >= thr["suspicious_logit"]).mean())}
+    best = max(AGGS, key=lambda mk: (round(agg_choice[f"{mk[0]}{mk[1] if mk[0] == 'topk_mean' else ''}"]["val_tpr_at_1pct"], 3),
+                                     agg_choice[f"{mk[0]}{mk[1] if mk[0] == 'topk_mean' else ''}"]["val_auc"]))
+    method, k = best
+    sv = _agg(vl, val, method, k)
     thr = thresholds_from_reals(sv[yv == 0])
-    res["aggregate"] = {"method": method, "topk": k, "local_offset": off, "candidates": agg_choice}
+    res["aggregate"] = {"method": method, "topk": k, "candidates": agg_choice}
     res["thresholds"] = {**thr, "suspicious": float(_sig(thr["suspicious_logit"])), "synthetic": float(_sig(thr["synthetic_logit"])),
                          "n_val_real": int((yv == 0).sum())}
-    log(f"evaluate: val done ({time.time() - t0:.0f} s); aggregate {_agg_name(method, k, off)}; thresholds {res['thresholds']}")
+    log(f"evaluate: val done ({time.time() - t0:.0f} s); aggregate {method}/{k}; thresholds {res['thresholds']}")
     cache.d.clear()
 
     # --- test: fp32 per family, pointing game ---
     tl, hits = _score(test + external, fp32, cache, pointing=True)
-    st = _agg(tl, test, method, k, off)
+    st = _agg(tl, test, method, k)
     res["test_fp32"] = _family_table(test, st, thr)
     ext_rows = [r for r in test if r["label"] == "0"] + external
-    res["external_gan"] = _metrics(np.array([int(r["label"]) for r in ext_rows]), _agg(tl, ext_rows, method, k, off), thr)
+    res["external_gan"] = _metrics(np.array([int(r["label"]) for r in ext_rows]), _agg(tl, ext_rows, method, k), thr)
     res["pointing_game"] = {"n": len(hits), "strict": float(np.mean([h[0] for h in hits.values()])) if hits else float("nan"),
                             "tol_one_cam_cell": float(np.mean([h[1] for h in hits.values()])) if hits else float("nan")}
     yt = np.array([int(r["label"]) for r in test])
@@ -236,16 +229,16 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     res["test_families"] = sorted({r["family"] for r in test})
     log(f"evaluate: test fp32 AUC {res['test_fp32']['all']['auc']:.4f}, pointing {res['pointing_game']}")
     res["real_sources"] = _real_source_table(test, st, thr)
-    res["simulator_generated"] = _simulator_generated(st[yt == 0], fp32, thr, method, k, off, cfg)
+    res["simulator_generated"] = _simulator_generated(st[yt == 0], fp32, thr, method, k, cfg)
     log(f"evaluate: real sources {res['real_sources']}; simulator generator-like {res['simulator_generated']}")
     # --- DICOM radiographs ---
     dl, _ = _score(dicoms, fp32, cache)
     res["dicom"] = []
     for r in dicoms:
-        a = aggregate(dl[r["id"]], method, k, off)
+        a = aggregate(dl[r["id"]], method, k)
         verdict = "synthetic" if a >= thr["synthetic_logit"] else "suspicious" if a >= thr["suspicious_logit"] else "authentic"
         res["dicom"].append({"file": Path(r["path"]).name, "split": r["split"], "score": float(_sig(a)), "logit": float(a),
-                             "verdict": verdict, "tiles": int(len(dl[r["id"]].logits))})
+                             "verdict": verdict, "tiles": int(len(dl[r["id"]]))})
     log(f"evaluate: dicom {[(d['file'], round(d['score'], 4), d['verdict']) for d in res['dicom']]}")
     # --- fixed test subset for the costlier comparisons (precisions, robustness, LOFO reals) ---
     rng = np.random.default_rng(cfg.seed)
@@ -256,7 +249,7 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         fr = [r for r in test if r["family"] == f]
         sub += [fr[i] for i in sorted(rng.choice(len(fr), size=min(20, len(fr)), replace=False))] if fr else []
     ys = np.array([int(r["label"]) for r in sub])
-    s_sub = _agg(tl, sub, method, k, off)
+    s_sub = _agg(tl, sub, method, k)
     fp32_sub = _metrics(ys, s_sub, thr)
     # --- other precisions (same subset; INT8 rule uses AUC and TPR@1% FPR at the FP32 threshold) ---
     prec: dict[str, Path] = {"onnx-int8": exp / "model-int8.onnx", "onnx-int8-floatstem": exp / "model-int8-floatstem.onnx",
@@ -264,7 +257,7 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     res["precisions_subset"] = {"n_real": int((ys == 0).sum()), "n_fake": int((ys == 1).sum())}
     res["precisions"] = {"onnx-fp32": {"auc": fp32_sub["auc"], "tpr_at_1pct_fpr_valthr": fp32_sub["tpr_at_1pct_fpr_valthr"],
                                        "tpr_at_1pct_fpr_oracle": fp32_sub["tpr_at_1pct_fpr_oracle"],
-                                       "dicom_max_score": float(_sig(max(aggregate(dl[r["id"]], method, k, off) for r in dicoms))),
+                                       "dicom_max_score": float(_sig(max(aggregate(dl[r["id"]], method, k) for r in dicoms))),
                                        "latency_ms_per_512_slice": 1000 * _latency(ort_runner(exp / "model-fp32.onnx", threads=2), tile)}}
     for name, p in prec.items():
         if not p.exists():
@@ -272,12 +265,12 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         runner = ov_runner(p, threads=1) if p.suffix == ".xml" else ort_runner(p, threads=1)
         runner2 = ov_runner(p, threads=2) if p.suffix == ".xml" else ort_runner(p, threads=2)
         tq, _ = _score(sub, runner, cache)
-        m_q = _metrics(ys, _agg(tq, sub, method, k, off), thr)
+        m_q = _metrics(ys, _agg(tq, sub, method, k), thr)
         dq, _ = _score(dicoms, runner, cache)
         res["precisions"][name] = {"auc": m_q["auc"], "tpr_at_1pct_fpr_valthr": m_q["tpr_at_1pct_fpr_valthr"],
                                    "tpr_at_1pct_fpr_oracle": m_q["tpr_at_1pct_fpr_oracle"],
-                                   "max_abs_logit_diff_vs_fp32": float(max(np.abs(tq[r["id"]].logits - tl[r["id"]].logits).max() for r in sub)),
-                                   "dicom_max_score": float(_sig(max(aggregate(dq[r["id"]], method, k, off) for r in dicoms))),
+                                   "max_abs_logit_diff_vs_fp32": float(max(np.abs(tq[r["id"]] - tl[r["id"]]).max() for r in sub)),
+                                   "dicom_max_score": float(_sig(max(aggregate(dq[r["id"]], method, k) for r in dicoms))),
                                    "latency_ms_per_512_slice": 1000 * _latency(runner2, tile)}
         log(f"evaluate: {name} {res['precisions'][name]}")
     # --- robustness (subset) ---
@@ -286,7 +279,8 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         for tname in ("jpeg90", "jpeg75", "resize0.9", "resize1.1", "noise_pg0.008", "noise_awgn0.01"):
             perturbed = []
             for r in sub:
-                perturbed.append(image_logit(_transform(r, tname), fp32, tile, mt, method, k, off))
+                t_, _o = image_tiles(_transform(r, tname), tile, mt)
+                perturbed.append(aggregate(tile_scores(t_, fp32)[0], method, k))
             res["robustness"][tname] = _metrics(ys, np.array(perturbed), thr)
             log(f"evaluate: robustness {tname} auc {res['robustness'][tname]['auc']:.4f}")
     det = load_detector(work / f"detector-{cfg.version}-last.pt")
@@ -326,7 +320,6 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     res = json.loads((ev / "eval.json").read_text())
     tile, mt = cfg.tiles["tile"], cfg.tiles["max_tiles"]
     method, k = res["aggregate"]["method"], res["aggregate"]["topk"]
-    off = float(res["aggregate"].get("local_offset", 0.0))
     rows = read_images(work)
     val = [r for r in rows if r["split"] == "val"]
     test = [r for r in rows if r["split"] == "test"]
@@ -364,7 +357,7 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
             continue
         bck = work / f"lofo-baseline-{f}-last.pt"
         key = hashlib.sha256(json.dumps([sha256_file(ck), sha256_file(bck) if bck.exists() else "", method, k,
-                                         off, res["subset_ids"]]).encode()).hexdigest()
+                                         res["subset_ids"]]).encode()).hexdigest()
         if key in memo:
             res["lofo"][f] = memo[key]
             log(f"evaluate: LOFO {f}: memoised ({key[:12]})")
@@ -373,11 +366,11 @@ def compare_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
         vr_all = [r for r in val if r["label"] == "0"]
         vr = [vr_all[i] for i in sorted(np.random.default_rng(cfg.seed).choice(len(vr_all), size=min(300, len(vr_all)), replace=False))]
         vs, _ = _score(vr, runner, _TileCache(tile, mt))
-        th_f = thresholds_from_reals(_agg(vs, vr, method, k, off))
+        th_f = thresholds_from_reals(_agg(vs, vr, method, k))
         tr = real_sub + [r for r in test if r["family"] == f]
         ts, _ = _score(tr, runner, cache)
         y = np.array([int(r["label"]) for r in tr])
-        entry = {"detector": _metrics(y, _agg(ts, tr, method, k, off), th_f)}
+        entry = {"detector": _metrics(y, _agg(ts, tr, method, k), th_f)}
         if bck.exists():
             import torch
             bl = load_baseline(bck)

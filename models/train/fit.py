@@ -138,15 +138,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
             x[i] = np.rot90(x[i], k[i]); cells[i] = np.rot90(cells[i], k[i])
         y = torch.from_numpy(bank["label"][pick].astype(np.float32))
         logits, cam = model(torch.from_numpy(x)[:, None])
-        # two image-level readings of one CAM: its mean (the tile logit: "the whole tile looks
-        # generated") and its strongest cell ("one region looks edited"). A tampered tile is fake
-        # only where it was edited, so its MEAN gets no target: forcing it up spread "fake" over
-        # the authentic rest of the tile and sent the heat map's peak outside the edit
-        # (pointing game 6% in 1.2.0). Multiple-instance learning with max pooling, as in
-        # weakly supervised localisation (Oquab et al., CVPR 2015).
-        whole = torch.from_numpy(bank["family"][pick] != "tamper")
-        loss = F.binary_cross_entropy_with_logits(logits[whole], y[whole]) if whole.any() else logits.sum() * 0
-        loss = loss + 0.5 * F.binary_cross_entropy_with_logits(cam.flatten(1).amax(dim=1), y)
+        loss = F.binary_cross_entropy_with_logits(logits, y)
         # dense CAM supervision: every cell of a real tile is real, and a tampered tile is fake
         # only inside its mask (localisation, pointing game)
         # (whole-image fakes are left to the tile loss: forcing EVERY cell of a fake to "fake" taught
@@ -172,15 +164,13 @@ def _val_report(work: Path, model: NPRDetector, log: Callable[[str], None], tag:
     n = len(bank["label"])
     sel = np.random.default_rng(0).permutation(n)[:max_tiles]
     model.eval()
-    outs = [model(torch.from_numpy(np.asarray(bank["tiles"][sel[i:i + 64]], np.float32))[:, None])
-            for i in range(0, len(sel), 64)]
-    s = np.concatenate([o[0].numpy() for o in outs])
-    loc = np.concatenate([o[1].flatten(1).amax(dim=1).numpy() for o in outs])
+    s = np.concatenate([model(torch.from_numpy(np.asarray(bank["tiles"][sel[i:i + 64]], np.float32))[:, None])[0].numpy()
+                        for i in range(0, len(sel), 64)])
     y, fam = bank["label"][sel], bank["family"][sel]
     msg = [f"all {_auc(y, s):.4f}"]
     for f in np.unique(fam[y == 1]):
         m = (y == 0) | (fam == f)
-        msg.append(f"{f} {_auc(y[m], s[m]):.4f} (strongest cell {_auc(y[m], loc[m]):.4f})")
+        msg.append(f"{f} {_auc(y[m], s[m]):.4f}")
     log(f"{tag}: val tile AUC " + ", ".join(msg))
     model.train()
 

@@ -7,17 +7,16 @@ same code path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
-from edge_agent.tiling import aggregate_logits, grid_tiles, strongest_cell
+from edge_agent.tiling import aggregate_logits, grid_tiles
 
 
-__all__ = ["Runner", "Scored", "torch_runner", "ort_runner", "ov_runner", "tile_scores", "score_tiles", "aggregate",
-           "cam_peak_hit", "image_logit"]
+__all__ = ["Runner", "torch_runner", "ort_runner", "ov_runner", "tile_scores", "aggregate", "cam_peak_hit"]
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -68,41 +67,35 @@ def tile_scores(tiles: np.ndarray, runner: Runner, batch: int = 64) -> tuple[np.
     return np.concatenate(lo), np.concatenate(cams)
 
 
-class Scored(NamedTuple):
-    """One image through the model: tile logits and its strongest on-image CAM cell."""
-    logits: np.ndarray
-    local: float
-    peak: tuple[int, int]
+def aggregate(logits: np.ndarray, method: str, topk: int) -> float:
+    return aggregate_logits(logits, method, topk)
 
 
-def score_tiles(tiles: np.ndarray, origins: list[tuple[int, int]], shape: tuple[int, int], runner: Runner) -> Scored:
-    lo, cam = tile_scores(tiles, runner)
-    local, peak = strongest_cell(cam, origins, tiles.shape[-1], shape)
-    return Scored(lo, local, peak)
-
-
-def aggregate(sc: Scored, method: str, topk: int, local_offset: float = 0.0) -> float:
-    return aggregate_logits(sc.logits, method, topk, local=sc.local, local_offset=local_offset)
-
-
-def image_logit(img: np.ndarray, runner: Runner, tile: int, max_tiles: int, method: str, topk: int,
-                local_offset: float = 0.0) -> float:
-    """The agent's image logit for a decoded grey image."""
-    t, o = grid_tiles(img, tile, max_tiles)
-    return aggregate(score_tiles(t, o, img.shape, runner), method, topk, local_offset)
-
-
-def cam_peak_hit(sc: Scored, mask_path: str, tolerance_px: int) -> bool:
+def cam_peak_hit(cams: np.ndarray, origins: list[tuple[int, int]], tile: int, mask_path: str,
+                 tolerance_px: int) -> bool:
     """Pointing game (Zhang et al., ECCV 2016): is the image-wide CAM maximum inside the mask?
 
-    The peak is the centre of the highest CAM cell whose centre lies on the image (mirrored
-    padding of a short axis is not image: the agent draws only the image area), exactly the
-    point the agent reports; the mask is dilated by ``tolerance_px``.
+    The peak is the centre of the highest CAM cell over all tiles whose centre lies on the image;
+    the mask is dilated by ``tolerance_px``.
     """
     from scipy import ndimage
     raw = np.asarray(Image.open(mask_path), dtype=np.float32) / 255.0 > 0.5
     if tolerance_px > 0:
         raw = ndimage.binary_dilation(raw, iterations=tolerance_px)
-    y, x = sc.peak
-    return bool(raw[min(y, raw.shape[0] - 1), min(x, raw.shape[1] - 1)])
+    h_img, w_img = raw.shape
+    n, h, w = cams.shape
+    cell = tile / h
+    # Only cells whose centre lies on the image count: mirrored padding of a short axis is not
+    # image, and a heat map must never point there (the agent draws only the image area).
+    cy = (np.arange(h) + 0.5) * cell
+    cx = (np.arange(w) + 0.5) * cell
+    valid = np.stack([((oy + cy)[:, None] < h_img) & ((ox + cx)[None, :] < w_img) for oy, ox in origins])
+    k = int(np.argmax(np.where(valid, cams, -np.inf)))
+    ti, py, px = np.unravel_index(k, cams.shape)
+    y = int(origins[ti][0] + (py + 0.5) * cell)
+    x = int(origins[ti][1] + (px + 0.5) * cell)
+    return bool(raw[min(y, h_img - 1), min(x, w_img - 1)])
 
+
+def image_tiles(img: np.ndarray, tile: int, max_tiles: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    return grid_tiles(img, tile, max_tiles)

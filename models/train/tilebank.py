@@ -60,9 +60,10 @@ def _cut(args: tuple[dict[str, str], int, int, int]) -> list[tuple[np.ndarray, n
 def build_tilebank(work: Path, cfg: Config, log: Callable[[str], None], workers: int = 2) -> None:
     rows = [r for r in read_images(work) if r["split"] in ("train", "val")]
     tile, k = cfg.tiles["tile"], cfg.tiles["per_image_train"]
-    # a tampered image gives as many tiles as any other image, each holding the edit at a
-    # different position (the edit is small: few positions would teach where, not what)
-    jobs = [(r, tile, k, cfg.seed) for r in rows]
+    jobs = []
+    for r in rows:
+        kk = 2 if r["mask"] else k
+        jobs.append((r, tile, kk, cfg.seed))
     by_id = {r["id"]: r for r in rows}
     for split in ("train", "val"):
         sj = [j for j in jobs if j[0]["split"] == split]
