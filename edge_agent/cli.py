@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import __version__, agent_cli, demo, scan_cmd
+from . import __version__, agent_cli, demo, learn_cmd, scan_cmd
 from . import trust_cli
 from . import dicom_signature_cli
 from .cli_dispatch import dispatch
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan_cmd.add_parser(sub)
     demo.add_parser(sub)
     agent_cli.add_parsers(sub)
+    learn_cmd.add_parser(sub)
     trust_cli.add_parsers(sub)
     dicom_signature_cli.add_parsers(sub)
     return parser

@@ -1,0 +1,86 @@
+"""``edge-agent learn``: a device learns its noise profile and fingerprint from its own
+authentic acquisitions; ``scan --config`` then tells its images from another detector's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sample_images import new_image, save
+
+from edge_agent.forensics import Fingerprint, NoiseProfile
+from edge_agent.forensics.simulator import Panel, PanelSpec
+
+SHAPE = (512, 640)
+
+
+def _acquisitions(folder: Path, panel_seed: int, n: int, seed: int) -> list[Path]:
+    """``n`` authentic DX exposures of one simulated panel, as 12-bit DICOM files."""
+    panel, rng = Panel(PanelSpec(panel_seed, shape=SHAPE)), np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
+        out.append(save(new_image(px, bits_stored=12, Modality="DX"), folder / f"img{i:02d}.dcm"))
+    return out
+
+
+def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    work = tmp_path_factory.mktemp("learn")
+    _acquisitions(work / "first-acquisitions", panel_seed=31, n=10, seed=1)
+    (work / "first-acquisitions" / "notes.txt").write_text("not an image")
+    run = _cli("learn", "--out", work / "device", "first-acquisitions", cwd=work)
+    return work, run
+
+
+def test_learn_writes_a_profile_and_a_fingerprint_and_prints_the_config_lines(learned) -> None:
+    work, run = learned
+    assert run.returncode == 0, run.stderr
+    profile = NoiseProfile.from_json((work / "device" / "noise-profile.json").read_text())
+    assert profile.modality == "DX" and profile.images == 10
+    data = (work / "device" / "fingerprint.bin").read_bytes()
+    fp = Fingerprint.from_bytes(data)
+    assert fp.shape == SHAPE and fp.images == 10
+    assert f"fingerprint_sha256: {fp.sha256}" in run.stdout
+    assert "skipped first-acquisitions/notes.txt" in run.stderr  # named, not fatal
+
+
+def test_scan_with_the_learned_files_passes_this_device_and_flags_another(learned) -> None:
+    work, run = learned
+    (work / "agent.yaml").write_text(run.stdout)  # the printed lines are a valid config
+    _acquisitions(work / "ours", panel_seed=31, n=2, seed=99)
+    _acquisitions(work / "theirs", panel_seed=32, n=2, seed=99)
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "ours", "theirs", cwd=work)
+    verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
+    assert len(verdicts) == 4, scan.stderr
+    for path, v in verdicts.items():
+        codes = {r["code"] for r in v["reasons"]}
+        if path.startswith("ours"):
+            assert "fingerprint.absent" not in codes, v
+        else:
+            assert v["verdict"] in ("suspicious", "synthetic") and "fingerprint.absent" in codes, v
+
+
+def test_too_few_images_writes_nothing_and_says_how_many_are_needed(tmp_path: Path) -> None:
+    _acquisitions(tmp_path / "few", panel_seed=33, n=3, seed=2)
+    run = _cli("learn", "--out", tmp_path / "device", "few", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "at least 8 are needed" in run.stderr and "nothing written" in run.stderr
+    assert not (tmp_path / "device").exists()
+
+
+def test_learn_does_not_overwrite_an_enrolment_without_force(learned) -> None:
+    work, _ = learned
+    before = (work / "device" / "fingerprint.bin").read_bytes()
+    run = _cli("learn", "--out", work / "device", "first-acquisitions", cwd=work)
+    assert run.returncode == 2 and "--force" in run.stderr
+    assert (work / "device" / "fingerprint.bin").read_bytes() == before
