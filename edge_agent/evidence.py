@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, ForensicsError
 from .fusion import FusionModel
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def _guarded(layer: str, check: Callable[[], LayerFinding]) -> LayerFinding:
 def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceSettings:
     """The agent config's ``forensics:`` section (validated; paths relative to the config)."""
     allowed = {"metadata", "signatures", "identity", "capture_trust", "noise_profile", "fingerprint",
-               "fingerprint_sha256", "fusion"}
+               "fingerprint_sha256", "enrolment_trust", "fusion"}
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"forensics: unknown key(s) {sorted(unknown)}; known keys: {sorted(allowed)}")
@@ -136,6 +136,19 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
 
             anchors = load_trust_anchors(p)
         profile = fingerprint = None
+        if (trust := path("enrolment_trust")) is not None:  # the device signed what it learned
+            from .trust.enrolment_signing import verify_enrolment_files
+
+            learned = [p for p in (path("noise_profile"), path("fingerprint")) if p is not None]
+            if not learned:
+                raise ConfigError("forensics.enrolment_trust is set but neither noise_profile nor fingerprint is")
+            if len({p.parent for p in learned}) > 1:
+                raise ConfigError("forensics: noise_profile and fingerprint must be in one folder with their "
+                                  "enrolment.sig.json when enrolment_trust is set")
+            try:
+                verify_enrolment_files(learned, trust.read_bytes())
+            except ForensicsError as exc:
+                raise ConfigError(f"forensics.enrolment_trust: {exc}") from None
         if (p := path("noise_profile")) is not None:
             from .forensics import NoiseProfile
 

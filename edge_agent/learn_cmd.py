@@ -2,14 +2,17 @@
 authentic acquisitions (issue 6: "enroll: estimate the fingerprint from the first N authentic
 acquisitions on the device, or from the vendor's flat-field calibration frames").
 
-    edge-agent learn --out /etc/edge-agent/device /data/first-acquisitions/
+    edge-agent learn --out /etc/edge-agent/device [--identity /var/lib/edge-agent/identity] /data/first-acquisitions/
 
 reads every image under the given paths with the agent's own decoder, measures the noise of
 each frame on the model's tiles (:func:`edge_agent.forensics.measure_noise`) and accumulates the
 fixed-pattern fingerprint (:class:`edge_agent.forensics.FingerprintEnrollment`, Lukas, Fridrich
 & Goljan 2006) over the frames of the detector's native size. It writes ``noise-profile.json``
 and ``fingerprint.bin`` (8-bit quantised, a few hundred kB) and prints the ``forensics:`` lines
-for ``agent.yaml`` / ``scan --config``, with the fingerprint's SHA-256 pin.
+for ``agent.yaml`` / ``scan --config``, with the fingerprint's SHA-256 pin. With ``--identity``
+(the device's enrolment folder, ``edge-agent enroll``) the device key signs both files
+(``enrolment.sig.json``, :mod:`edge_agent.trust.enrolment_signing`) and the printed lines make
+the agent check that signature against the fleet CA before it uses them.
 
 The images must be authentic output of ONE detector (one modality); what cannot be used is named
 on stderr and skipped, and nothing is written unless enough images remain.
@@ -139,11 +142,17 @@ def _write(path: Path, data: bytes) -> None:
 def run_learn(args: argparse.Namespace) -> int:
     out: Path = args.out
     targets = (out / "noise-profile.json", out / "fingerprint.bin")
-    existing = [p for p in targets if p.exists()]
+    sig_path = out / "enrolment.sig.json"
+    existing = [p for p in (*targets, sig_path) if p.exists()]
     if existing and not args.force:
         print(f"edge-agent learn: {existing[0]} exists; pass --force to replace it", file=sys.stderr)
         return 2
     try:
+        device = None
+        if args.identity is not None:  # before the long pass: a broken identity fails fast
+            from .trust.enrollment import DeviceState
+
+            device = DeviceState(args.identity).load()
         learned = learn_device(_frames(args.paths), args.modality, args.min_images, args.fingerprint_model)
     except EdgeAgentError as exc:
         print(f"edge-agent learn: {exc}; nothing written", file=sys.stderr)
@@ -153,6 +162,14 @@ def run_learn(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _write(targets[0], learned.profile_json.encode())
     _write(targets[1], learned.fingerprint_bytes)
+    if device is not None:
+        from .trust.certs import utcnow
+        from .trust.enrolment_signing import sign_enrolment
+
+        files = {targets[0].name: learned.profile_json.encode(), targets[1].name: learned.fingerprint_bytes}
+        _write(sig_path, sign_enrolment(device.device_id, files, device.key, device.chain, utcnow()))
+    elif sig_path.exists():  # --force without --identity: an old signature would not match
+        sig_path.unlink()
     h, w = learned.shape
     print(f"# learned from {learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile) and "
           f"{learned.fingerprint_images} of {h}x{w} (fingerprint); add to agent.yaml or a scan --config file:")
@@ -160,6 +177,8 @@ def run_learn(args: argparse.Namespace) -> int:
     print(f"  noise_profile: {targets[0].resolve()}")
     print(f"  fingerprint: {targets[1].resolve()}")
     print(f"  fingerprint_sha256: {learned.fingerprint_sha256}")
+    if device is not None:
+        print(f"  enrolment_trust: {(args.identity / 'fleet-ca.pem').resolve()}   # signed by device {device.device_id}")
     return 0
 
 
@@ -172,5 +191,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--min-images", type=int, default=MIN_IMAGES, help=f"fewest usable images (default {MIN_IMAGES})")
     p.add_argument("--fingerprint-model", default="additive", choices=("additive", "multiplicative"),
                    help="how the fixed pattern enters the image (docs/forensics.md)")
+    p.add_argument("--identity", type=Path, metavar="DIR",
+                   help="the device's enrolment folder (edge-agent enroll): sign what was learned with the device key")
     p.add_argument("--force", action="store_true", help="replace an existing profile and fingerprint")
     p.set_defaults(func=run_learn)

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
 from sample_images import new_image, save
+from trust_factory import new_fleet
 
 from edge_agent.forensics import Fingerprint, NoiseProfile
 from edge_agent.forensics.simulator import Panel, PanelSpec
+from edge_agent.trust.enrollment import DeviceState
 
 SHAPE = (512, 640)
 
@@ -84,3 +87,55 @@ def test_learn_does_not_overwrite_an_enrolment_without_force(learned) -> None:
     run = _cli("learn", "--out", work / "device", "first-acquisitions", cwd=work)
     assert run.returncode == 2 and "--force" in run.stderr
     assert (work / "device" / "fingerprint.bin").read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """An enrolled device (fleet CA, key, certificate) learns and signs what it learned."""
+    work = tmp_path_factory.mktemp("signed")
+    ca = new_fleet(work / "ca")
+    state = DeviceState(work / "identity")
+    cert = ca.issue_device(state.init("dx-0007"))
+    state.install(cert.public_bytes(serialization.Encoding.PEM), ca.cert_path.read_bytes())
+    _acquisitions(work / "first", panel_seed=41, n=8, seed=5)
+    _acquisitions(work / "ours", panel_seed=41, n=1, seed=77)
+    run = _cli("learn", "--identity", "identity", "--out", "device", "first", cwd=work)
+    return work, run
+
+
+def test_an_enrolled_device_signs_what_it_learned_and_scan_checks_the_signature(signed) -> None:
+    work, run = signed
+    assert run.returncode == 0, run.stderr
+    assert (work / "device" / "enrolment.sig.json").is_file()
+    assert "enrolment_trust:" in run.stdout and "dx-0007" in run.stdout
+    (work / "agent.yaml").write_text(run.stdout)
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "ours", cwd=work)
+    assert scan.returncode in (0, 1), scan.stderr
+    (v,) = map(json.loads, scan.stdout.splitlines())
+    assert "fingerprint.absent" not in {r["code"] for r in v["reasons"]}
+
+
+def test_a_profile_edited_after_signing_stops_the_scan_naming_the_file(signed, tmp_path: Path) -> None:
+    work, run = signed
+    import shutil
+
+    device = shutil.copytree(work / "device", tmp_path / "device")
+    profile = json.loads((device / "noise-profile.json").read_text())
+    profile["source"] = "tampered"
+    (device / "noise-profile.json").write_text(json.dumps(profile))
+    config = run.stdout.replace(str((work / "device").resolve()), str(device))
+    (tmp_path / "agent.yaml").write_text(config)
+    scan = _cli("scan", "--jsonl", "--config", tmp_path / "agent.yaml", work / "ours", cwd=tmp_path)
+    assert scan.returncode == 2
+    assert "noise-profile.json differs from what device dx-0007 signed" in scan.stderr
+
+
+def test_an_unsigned_enrolment_is_refused_when_the_config_asks_for_a_signature(signed, tmp_path: Path) -> None:
+    work, run = signed
+    import shutil
+
+    device = shutil.copytree(work / "device", tmp_path / "device")
+    (device / "enrolment.sig.json").unlink()
+    (tmp_path / "agent.yaml").write_text(run.stdout.replace(str((work / "device").resolve()), str(device)))
+    scan = _cli("scan", "--jsonl", "--config", tmp_path / "agent.yaml", work / "ours", cwd=tmp_path)
+    assert scan.returncode == 2 and "enrolment is unsigned" in scan.stderr

@@ -1,0 +1,94 @@
+"""The device signs what it learned about itself: its noise profile and detector fingerprint.
+
+``edge-agent learn --identity DIR`` writes ``enrolment.sig.json`` beside ``noise-profile.json``
+and ``fingerprint.bin``: a flattened JWS (RFC 7515 §7.2.2), ES256 with the device key, payload =
+canonical JSON ``{"device": id, "files": {name: sha256}}``, ``x5c`` = the device's certificate
+chain (EKU clientAuth, issued by the fleet CA), ``iat`` (RFC 7519 §4.1.6) = when it was signed.
+With ``forensics.enrolment_trust`` (the fleet CA) in the agent config, the agent loads the two
+files only if this signature holds and names exactly their bytes: a profile or fingerprint
+swapped for another device's, or edited, stops the start with the reason. The chain is judged
+at signing time, like signed models, so an enrolment outlives the certificate that signed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..errors import EnvelopeError, ForensicsError
+from .certs import load_certificates, utcnow, validate_chain
+from .jws import Signer, jwk_thumbprint, parse_flattened, sign_flattened, verify_es256
+
+__all__ = ["ENROLMENT_SIG_TYP", "SIGNATURE_NAME", "sign_enrolment", "verify_enrolment", "verify_enrolment_files"]
+
+ENROLMENT_SIG_TYP = "edge-agent.device-enrolment+jws"
+SIGNATURE_NAME = "enrolment.sig.json"
+
+
+def _payload(device_id: str, files: Mapping[str, bytes]) -> bytes:
+    digests = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())}
+    return json.dumps({"device": device_id, "files": digests}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_enrolment(device_id: str, files: Mapping[str, bytes], key: Signer, chain: Sequence[x509.Certificate],
+                   now: dt.datetime) -> bytes:
+    """Pure: the learned files (name -> bytes) + the device's signer -> ``enrolment.sig.json`` bytes."""
+    header = {
+        "alg": "ES256",
+        "typ": ENROLMENT_SIG_TYP,
+        "kid": jwk_thumbprint(key.public_key()),
+        "iat": int(now.timestamp()),
+        "x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii") for c in chain],
+    }
+    return sign_flattened(header, _payload(device_id, files), key)
+
+
+def verify_enrolment(signature: bytes, files: Mapping[str, bytes], anchors: Sequence[x509.Certificate],
+                     now: dt.datetime | None = None) -> str:
+    """The device id that signed exactly ``files``; raises :class:`ForensicsError` otherwise."""
+    try:
+        jws = parse_flattened(signature, typ=ENROLMENT_SIG_TYP)
+        x5c, iat = jws.header.get("x5c"), jws.header.get("iat")
+        if not isinstance(x5c, list) or not x5c or not isinstance(iat, int) or isinstance(iat, bool):
+            raise ForensicsError(f"{SIGNATURE_NAME} lacks x5c or iat in its protected header")
+        chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c[:4]]
+        verify_es256(chain[0].public_key(), jws.signing_input, jws.signature)  # type: ignore[arg-type]
+        signed_at = dt.datetime.fromtimestamp(iat, dt.timezone.utc)
+        if signed_at > (now or utcnow()) + dt.timedelta(days=1):
+            raise ForensicsError(f"the enrolment signature claims a signing time in the future ({signed_at:%Y-%m-%d})")
+        validate_chain(chain[0], chain[1:], anchors, at=signed_at, purpose="device")
+        claimed = json.loads(jws.payload)
+        device_id = str(claimed["device"])
+    except ForensicsError:
+        raise
+    except EnvelopeError as exc:
+        raise ForensicsError(f"the enrolment signature is not valid ({exc.reason}): {exc}") from None
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise ForensicsError(f"{SIGNATURE_NAME} is malformed: {exc!r}") from None
+    if jws.payload != _payload(device_id, files):
+        signed = set(claimed.get("files", {}))
+        if signed != set(files):
+            raise ForensicsError(f"the enrolment signature covers {sorted(signed)}, not {sorted(files)}")
+        changed = [n for n, d in sorted(files.items()) if hashlib.sha256(d).hexdigest() != claimed["files"][n]]
+        raise ForensicsError(f"{', '.join(changed)} differs from what device {device_id} signed: edited or "
+                             "another device's; learn again on this device")
+    return device_id
+
+
+def verify_enrolment_files(paths: Sequence[Path], trust_pem: bytes, now: dt.datetime | None = None) -> str:
+    """Verify ``enrolment.sig.json`` in the folder of ``paths[0]`` over the files ``paths``."""
+    sig = paths[0].parent / SIGNATURE_NAME
+    if not sig.is_file():
+        raise ForensicsError(f"{sig} is missing: the enrolment is unsigned (edge-agent learn --identity signs it)")
+    try:
+        anchors = load_certificates(trust_pem)
+    except Exception as exc:
+        raise ForensicsError(f"the enrolment trust anchor is not a PEM certificate: {exc}") from None
+    return verify_enrolment(sig.read_bytes(), {p.name: p.read_bytes() for p in paths}, anchors, now)
