@@ -8,12 +8,14 @@ client sends                agent answers
 ==========================  ==========================================================
 ``<absolute path>\\n``        ``OK <sha256>\\n``  the image is durably queued (or already was)
                             ``ERR bad_request <why>\\n``  not one absolute path line
-                            ``ERR not_queued <why>\\n``   unreadable file, spool full, ...
+                            ``ERR spool_full <why>\\n``   the spool is at its limit: retry later
+                            ``ERR not_queued <why>\\n``   the file cannot be taken (unreadable, ...)
 ==========================  ==========================================================
 
-``not_queued`` covers a full spool too (``spool.max_pending_bytes`` / ``spool.min_free_bytes``):
-the reason names the limit and the figures, the agent keeps serving, and the firmware should keep
-the image and submit it again later.
+``spool_full`` (``spool.max_pending_bytes`` / ``spool.min_free_bytes``) is temporary: the reason
+names the limit and the figures, the agent keeps serving, and the firmware should keep the image
+and submit it again later. ``not_queued`` is about the file itself: resubmitting the same path
+gives the same answer until the file is fixed.
 
 The agent reads the file with its own permissions; the socket is created with mode
 ``hook.socket_mode`` (0660 by default) so only the agent's user and group may submit.
@@ -30,7 +32,7 @@ import threading
 from pathlib import Path
 
 from .errors import IngestError
-from .spool import Spool
+from .spool import Spool, SpoolFullError
 
 __all__ = ["HookSocket", "answer_request", "MAX_REQUEST_BYTES"]
 
@@ -55,7 +57,8 @@ def answer_request(raw: bytes, spool: Spool) -> bytes:
         item = spool.accept_file(path, source="hook")
     except IngestError as exc:
         message = str(exc).replace("\n", " ")
-        return f"ERR not_queued {message}\n".encode()
+        code = "spool_full" if isinstance(exc, SpoolFullError) else "not_queued"
+        return f"ERR {code} {message}\n".encode()
     return f"OK {item.sha256}\n".encode()
 
 

@@ -4,7 +4,8 @@
     submit_via_socket.py [--socket PATH] FILE
 
 Prints ``OK <sha256>`` and exits 0 once the agent has the image durably queued. Exit 1: the
-agent refused it (the reason is printed). Exit 3: no agent is listening; fall back to
+agent refused the file (the reason is printed). Exit 4: the agent's spool is full; keep the image
+and submit it again later. Exit 3: no agent is listening; fall back to
 ``edge-agent submit FILE``, which queues without a running agent. Protocol: see
 ``edge_agent/hook_socket.py``.
 """
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-agent socket {args.socket}: {exc}", file=sys.stderr)
         return 3
     print(answer)
-    return 0 if answer.startswith("OK ") else 1
+    if answer.startswith("OK "):
+        return 0
+    return 4 if answer.startswith("ERR spool_full ") else 1
 
 
 if __name__ == "__main__":

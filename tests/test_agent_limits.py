@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -164,7 +165,7 @@ def _ask_hook(sock_path: Path, file: Path) -> str:
     return answer.decode()
 
 
-def test_hook_socket_answers_not_queued_while_the_spool_is_full_and_keeps_serving(tmp_path: Path) -> None:
+def test_hook_socket_answers_spool_full_while_the_spool_is_full_and_keeps_serving(tmp_path: Path) -> None:
     first, second = _png(tmp_path, 1), _png(tmp_path, 2)
     spool = _capped_spool(tmp_path, first)
     short = Path(tempfile.mkdtemp(prefix="hk", dir="/tmp"))  # sun_path holds 108 bytes
@@ -173,8 +174,11 @@ def test_hook_socket_answers_not_queued_while_the_spool_is_full_and_keeps_servin
     try:
         assert _ask_hook(hook.path, first) == f"OK {_sha(first)}\n"
         refused = _ask_hook(hook.path, second)
-        assert refused.startswith("ERR not_queued spool ") and "is full" in refused and refused.endswith("\n")
+        assert refused.startswith("ERR spool_full spool ") and "is full" in refused and refused.endswith("\n")
         assert "nothing was queued" in refused
+        client = subprocess.run([sys.executable, str(REPO / "firmware_hooks" / "submit_via_socket.py"),
+                                 "--socket", str(hook.path), str(second)], capture_output=True, text=True, timeout=60)
+        assert client.returncode == 4 and client.stdout.startswith("ERR spool_full ")  # "retry later"
         spool.remove(spool.pending()[0])
         assert _ask_hook(hook.path, second) == f"OK {_sha(second)}\n"  # the same socket, still serving
     finally:
