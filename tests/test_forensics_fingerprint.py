@@ -162,3 +162,29 @@ def test_the_fingerprint_finding_is_the_same_on_one_thread_and_on_two(check, pan
     one = check.check(img, tiles, origins)
     assert len(origins) >= 2 and two.score == one.score and two.reasons == one.reasons
     assert two.heat is not None and np.array_equal(two.heat, one.heat)
+
+
+@pytest.mark.parametrize(("shape", "tile"), [((512, 512), 256), ((768, 1280), 128)])
+def test_measurement_is_the_same_on_one_thread_or_two(monkeypatch, shape, tile):
+    """Small images run as one chunk on the calling thread, large ones as parallel chunks:
+    neither may change a single bit of what the check reports."""
+    from edge_agent.forensics import fingerprint as fp_module
+
+    panel, donor = Panel(PanelSpec(13, shape=shape)), Panel(PanelSpec(14, shape=shape))
+    rng = np.random.default_rng(9)
+    check = FingerprintCheck(enroll(panel.acquire(rng) for _ in range(2)), tile=tile)
+    img = splice(panel.acquire(rng), donor.acquire(rng), rng)[0]  # something for the local map to see
+    tiles, origins = grid_tiles(img, tile, 64)
+
+    def measured():
+        m = check.measure(img, tiles, origins)
+        return m.pce, m.gain, m.tile_pce, m.mismatch_z, m.cell_z
+
+    default = measured()
+    for threads, parallel_from in ((1, 16), (2, 1), (2, 10**6)):
+        monkeypatch.setattr(fp_module, "_THREADS", threads)
+        monkeypatch.setattr(fp_module, "_PARALLEL_TILES", parallel_from)
+        other = measured()
+        assert other[:2] == default[:2]
+        for a, b in zip(other[2:], default[2:]):
+            np.testing.assert_array_equal(a, b)

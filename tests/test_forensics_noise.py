@@ -90,3 +90,12 @@ def test_blank_image_cannot_be_measured_and_says_so(profile):
     finding = _check(profile, np.ones(SHAPE, np.float32))
     assert finding.score is None
     assert finding.flagged_codes == ("physics.insufficient_flat_area",)
+
+
+def test_check_reading_a_spread_subset_in_place_measures_what_a_copy_of_those_tiles_gives():
+    img = Panel(PanelSpec(37, shape=(768, 1024))).acquire(np.random.default_rng(17))
+    tiles, _ = grid_tiles(img, 256, 64)
+    pick = (0, 2, 5, 7, 9, 11)
+    in_place, copied = measure_noise(tiles, pick), measure_noise(tiles[list(pick)])
+    assert in_place == copied and in_place.flat_blocks > 0
+    assert measure_noise(tiles[:, 0]) == measure_noise(tiles)

@@ -33,6 +33,7 @@ sensor fingerprint matching through fingerprint binarization", IEEE TIFS 7(4), 2
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -69,6 +70,11 @@ _MODELS = ("additive", "multiplicative")
 _REL_BLOCK = 16  # predictor map resolution (pixels per block)
 _CHUNK = 8  # tiles processed together: keeps the working set in cache
 _THREADS = max(1, min(2, os.cpu_count() or 1))  # chunks in parallel (see FingerprintCheck.measure)
+# Fewer tiles than this run as one chunk on the calling thread. Split into two 2-tile chunks on two
+# threads, a 512x512 image (4 tiles) lost more than it gained on the 2-core bench VM: the GIL passes
+# back and forth between short numpy calls, and waking an idle vCPU costs more than a small chunk
+# takes (bench_forensics: 3.4 ms on one thread vs 4.3-4.7 ms on two, idle machine).
+_PARALLEL_TILES = 2 * _CHUNK
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -169,6 +175,17 @@ class Fingerprint:
         same = bits == self.bits
         return Fingerprint.from_bytes(Fingerprint(self.pattern, self.predictor, self.model, self.images, bits,
                                                   self.scale if same else 0.0).to_bytes())
+
+
+@functools.lru_cache(maxsize=64)
+def _fft_subset(n: int, fft_tiles: int) -> tuple[frozenset[int], np.ndarray, np.ndarray]:
+    """Which of ``n`` tiles get the FFT (``fft_tiles`` evenly spread), as a set and sorted, and the
+    others: the same for every image of one geometry, so worked out once."""
+    measured = np.unique(np.round(np.linspace(0, n - 1, min(n, fft_tiles))).astype(int))
+    rest = np.setdiff1d(np.arange(n), measured)
+    for a in (measured, rest):
+        a.setflags(write=False)
+    return frozenset(measured.tolist()), measured, rest
 
 
 def _rel_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -400,8 +417,9 @@ class FingerprintCheck:
         usable = np.empty((n, g, g), bool)
         num_l, pred_l, var_l = (np.empty((n, g, g)) for _ in range(3))
         mult = self.fingerprint.model == "multiplicative"
-        fft_set = set(np.round(np.linspace(0, n - 1, min(n, self.fft_tiles))).astype(int).tolist())
-        chunk = max(1, min(_CHUNK, -(-n // _THREADS)))
+        fft_set, measured, rest = _fft_subset(n, self.fft_tiles)
+        parallel = _THREADS > 1 and n >= _PARALLEL_TILES
+        chunk = max(1, min(_CHUNK, -(-n // _THREADS) if parallel else n))
 
         def one_chunk(s: int) -> None:
             xs = x[s : s + chunk]
@@ -415,6 +433,17 @@ class FingerprintCheck:
                 sig = ktiles[sl]
                 den[sl] = kk_cell[sl]
                 sig2 = kk4[sl]
+            # Cross-correlation in the DFT domain, on an evenly spread subset of tiles: the zero-lag
+            # value is sum(W*S); the energy of the whole correlation surface follows from Parseval
+            # (no inverse FFT). It calibrates the white-noise model for every tile (kappa below).
+            sub = [i for i in range(len(xs)) if s + i in fft_set]
+            # every tile of a small image is measured: slices, not copies of the chunk
+            pick: slice | list[int] = slice(None) if len(sub) == len(xs) else sub
+            prod = None
+            if sub:
+                sfft = np.conj(scipy.fft.rfft2(sig[pick])) if mult else kfft[sl][pick]
+                prod = scipy.fft.rfft2(w[pick])
+                prod *= sfft
             # what an authentic image with this residual weighting would correlate, per cell
             pred_den[sl] = cells((om * sig2).astype(np.float32), c // WB)
             ws4 = block_sums(w * sig)  # correlation per 4x4 block: the local map drops clipped blocks
@@ -422,14 +451,6 @@ class FingerprintCheck:
             peak[sl] = num[sl].sum(axis=(1, 2))
             # per-pixel variance of the weighted residual per cell, from the 4x4 block statistics
             varden[sl] = cells((om * om * local).astype(np.float32), c // WB) / ((c // WB) ** 2) * den[sl]
-            # Cross-correlation in the DFT domain, on an evenly spread subset of tiles: the zero-lag
-            # value is sum(W*S); the energy of the whole correlation surface follows from Parseval
-            # (no inverse FFT). It calibrates the white-noise model for every tile (kappa below).
-            sub = [i for i in range(len(xs)) if s + i in fft_set]
-            if sub:
-                sfft = np.conj(scipy.fft.rfft2(sig[sub])) if mult else kfft[sl][sub]
-                prod = scipy.fft.rfft2(w[sub]) * sfft
-                energy[[s + i for i in sub]] = background_energy(prod, peak[sl][sub], t)
             # the local map: the same sums over the 4x4 blocks that clipping left intact
             intact = unclipped_blocks(xs)
             v = np.ones_like(om) if intact is None else intact.astype(np.float32)
@@ -437,25 +458,26 @@ class FingerprintCheck:
             pred_l[sl] = pred_den[sl] if intact is None else cells((om * sig2 * v).astype(np.float32), c // WB)
             usable[sl] = cells(v, c // WB) >= self.min_intact * (c // WB) ** 2
             var_l[sl] = cells((om * om * local * sig2 * v).astype(np.float32), c // WB)
+            if prod is not None:
+                energy[sl][pick] = background_energy(prod, peak[sl][pick], t)
 
         # Chunks write disjoint slices of the arrays above, and numpy/pocketfft release the GIL in
-        # their loops: two threads, like the model's own two, halve the wall time on a 2-core device.
+        # their loops: two threads, like the model's own two, halve the wall time on a 2-core device
+        # once there are enough tiles (_PARALLEL_TILES) for each thread to get whole chunks.
         starts = range(0, n, chunk)
-        if _THREADS > 1 and len(starts) > 1:
+        if parallel and len(starts) > 1:
             list(_pool().map(one_chunk, starts))
         else:
             for s0 in starts:
                 one_chunk(s0)
         model_var = np.maximum(varden.sum(axis=(1, 2)), 1e-30)
-        measured = np.array(sorted(fft_set))
         # correlation noise measured off-peak vs the white-noise model: the inflation factor
         kappa = np.sqrt(energy[measured] / model_var[measured])
-        rest = np.setdiff1d(np.arange(n), measured)
-        energy[rest] = float(np.median(kappa)) ** 2 * model_var[rest]
+        k_inf = float(np.median(kappa))
+        energy[rest] = k_inf**2 * model_var[rest]
         tile_pce = np.sign(peak) * peak**2 / energy
         total_peak = float(peak.sum())
         overall = math.copysign(total_peak**2, total_peak) / float(energy.sum())
-        k_inf = float(np.median(kappa))
         # how strongly this image carries the pattern, relative to the enrolment's prediction
         pred = rel_cell * pred_den
         tile_gain = num.sum(axis=(1, 2)) / np.maximum(pred.sum(axis=(1, 2)), 1e-30)
@@ -473,16 +495,18 @@ class FingerprintCheck:
         """One-sided z of "weaker than predicted" per 3x3-cell window (stride one cell) and per cell,
         from per-cell correlation, prediction, noise variance and predictor error (Chen et al. 2008
         sec. V, with the standard error of the correlation in place of a trained error model)."""
-        box = lambda a: ndimage.uniform_filter(a, size=(1, 3, 3), mode="constant") * 9  # noqa: E731
         u = usable.astype(np.float64)
         model_var = (model_sd * u) ** 2
+        # 3x3-cell window sums of the five maps in one filter call (each line is filtered on its own,
+        # so stacking them gives the same values as five calls, without four calls' overhead)
+        box_var, box_model, pred_w, box_num, box_u = ndimage.uniform_filter(
+            np.stack((var * u, model_var, pred * u, num * u, u)), size=(1, 1, 3, 3), mode="constant") * 9
         # sampling noise (kappa-inflated) and predictor error, the latter independent from cell to cell
-        se = np.sqrt(np.maximum(k_inf**2 * box(var * u) + box(model_var), 1e-30))
-        pred_w = box(pred * u)
+        se = np.sqrt(np.maximum(k_inf**2 * box_var + box_model, 1e-30))
         # The predictor is good to ~+-20 % (simulator, 5-95 %), the statistics to a few %: test
         # "significantly below half the prediction", so model error is not taken for evidence.
-        z = ((1.0 - self.tolerance) * gain * pred_w - box(num * u)) / se
-        ok = (box(u) >= 6) & (pred_w > 0) & usable
+        z = ((1.0 - self.tolerance) * gain * pred_w - box_num) / se
+        ok = (box_u >= 6) & (pred_w > 0) & usable
         z = np.where(ok, np.maximum(z, 0.0), 0.0)
         zc = ((1.0 - self.tolerance) * gain * pred - num) / np.sqrt(np.maximum(k_inf**2 * var + model_var, 1e-30))
         zc = np.where(usable & (pred > 0), zc, -np.inf)
