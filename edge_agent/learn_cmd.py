@@ -25,14 +25,18 @@ import argparse
 import collections
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import EdgeAgentError, ForensicsError, UnreadableImage
 from .tiling import grid_tiles
+
+if TYPE_CHECKING:
+    from .forensics import NoiseFeatures
 
 __all__ = ["add_parser", "learn_device", "Learned", "MIN_IMAGES"]
 
@@ -58,41 +62,48 @@ def _noise_pick(n: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, min(n, _NOISE_TILES))).astype(int))
 
 
-def learn_device(frames: Iterable[tuple[str, str, np.ndarray]], modality: str | None = None,
-                 min_images: int = MIN_IMAGES, fingerprint_model: str = "additive") -> Learned:
-    """Noise profile and fingerprint from ``(name, modality, frame)`` of authentic acquisitions.
+Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
 
-    Frames are float32 grey in [0, 1] as the agent decodes them. The fingerprint takes the frames of
-    the most common size (the detector's native grid); the profile takes every frame of the modality.
+
+def learn_device(read: Frames, modality: str | None = None, min_images: int = MIN_IMAGES,
+                 fingerprint_model: str = "additive") -> Learned:
+    """Noise profile and fingerprint from authentic acquisitions.
+
+    ``read()`` yields ``(name, modality, frame)`` with frames float32 grey in [0, 1] as the agent
+    decodes them; it is called twice (noise and sizes, then the fingerprint), so at most one image is
+    in memory at a time however many are learned from. The fingerprint takes the frames of the most
+    common size (the detector's native grid); the profile takes every frame of the modality.
     Raises :class:`ForensicsError` when fewer than ``min_images`` frames are usable.
     """
     from .forensics import FingerprintEnrollment, NoiseProfile, measure_noise
 
     if min_images < 2:
         raise ForensicsError(f"min_images {min_images}: at least 2 images are needed to tell a fixed pattern from noise")
-    frames = list(frames)
     notes: list[str] = []
-    seen = collections.Counter(m for _, m, _ in frames)
-    if modality is None:
-        named = [m for m in seen if m]
-        if len(named) > 1:
-            raise ForensicsError(f"the images are of several modalities ({', '.join(sorted(named))}): a noise profile "
-                                 "is per modality; pass --modality to choose one")
-        modality = named[0] if named else ""
-    kept = [(n, f) for n, m, f in frames if not m or not modality or m == modality]
-    if len(kept) < len(frames):
-        notes.append(f"{len(frames) - len(kept)} frame(s) of other modalities left out")
-    feats = []
-    for name, frame in kept:
+    seen: list[tuple[str, tuple[int, int], NoiseFeatures | None]] = []  # modality, shape, noise per frame
+    for name, m, frame in read():
         tiles, _ = grid_tiles(frame, 256, 64)
         f = measure_noise(tiles[_noise_pick(tiles.shape[0])])
         if f.flat_blocks < 8:
             notes.append(f"{name}: too few flat, unsaturated regions to measure its noise; left out of the profile")
-            continue
-        feats.append(f)
+        seen.append((m, (int(frame.shape[0]), int(frame.shape[1])), f if f.flat_blocks >= 8 else None))
+    if modality is None:
+        named = sorted({m for m, _, _ in seen if m})
+        if len(named) > 1:
+            raise ForensicsError(f"the images are of several modalities ({', '.join(named)}): a noise profile "
+                                 "is per modality; pass --modality to choose one")
+        modality = named[0] if named else ""
+
+    def ours(m: str) -> bool:
+        return not m or not modality or m == modality
+
+    kept = [(sh, f) for m, sh, f in seen if ours(m)]
+    if len(kept) < len(seen):
+        notes.append(f"{len(seen) - len(kept)} frame(s) of other modalities left out")
+    feats = [f for _, f in kept if f is not None]
     if len(feats) < min_images:
         raise ForensicsError(f"{len(feats)} usable image(s) for the noise profile; at least {min_images} are needed")
-    shapes = collections.Counter((int(f.shape[0]), int(f.shape[1])) for _, f in kept)
+    shapes = collections.Counter(sh for sh, _ in kept)
     shape, count = shapes.most_common(1)[0]
     if count < min_images:
         raise ForensicsError(f"only {count} image(s) share the most common size {shape[0]}x{shape[1]}; the fingerprint "
@@ -101,15 +112,17 @@ def learn_device(frames: Iterable[tuple[str, str, np.ndarray]], modality: str | 
         notes.append(f"{len(kept) - count} frame(s) of another size than {shape[0]}x{shape[1]} left out of the "
                      "fingerprint (it is tied to the detector's native grid)")
     acc = FingerprintEnrollment(shape, fingerprint_model)
-    for _, f in kept:
-        if f.shape == shape:
-            acc.add(f)
+    for _, m, frame in read():
+        if ours(m) and frame.shape == shape:
+            acc.add(frame)
+    if acc.images != count:
+        raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
     fp = acc.finish().quantised(8)
     profile = NoiseProfile.fit(feats, modality=modality, source=f"edge-agent learn: {len(feats)} authentic images")
     return Learned(profile.to_json(), fp.to_bytes(), fp.sha256, modality, shape, len(feats), acc.images, notes)
 
 
-def _frames(paths: list[str]) -> Iterator[tuple[str, str, np.ndarray]]:
+def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarray]]:
     from .decode import decode_path
     from .scan_cmd import walk
 
@@ -118,14 +131,15 @@ def _frames(paths: list[str]) -> Iterator[tuple[str, str, np.ndarray]]:
         try:
             decoded = decode_path(path)
         except UnreadableImage as exc:
-            print(f"edge-agent learn: skipped {shown}: {exc}", file=sys.stderr)
+            if report:
+                print(f"edge-agent learn: skipped {shown}: {exc}", file=sys.stderr)
             continue
         facts = decoded.facts
         if facts.container in ("jpeg", "webp") or facts.bits_stored <= 8:
             lossy += 1
         for i, frame in enumerate(decoded.frames):
             yield (f"{shown}[{i}]" if len(decoded.frames) > 1 else shown), facts.modality, frame
-    if lossy:
+    if lossy and report:
         print(f"edge-agent learn: warning: {lossy} image(s) are 8-bit or lossy exports; learn from the detector's own "
               "full-bit-depth output where you can (an export keeps little of the fingerprint)", file=sys.stderr)
 
@@ -153,7 +167,13 @@ def run_learn(args: argparse.Namespace) -> int:
             from .trust.enrollment import DeviceState
 
             device = DeviceState(args.identity).load()
-        learned = learn_device(_frames(args.paths), args.modality, args.min_images, args.fingerprint_model)
+        first = [True]
+
+        def read() -> Iterator[tuple[str, str, np.ndarray]]:
+            report, first[0] = first[0], False
+            return _frames(args.paths, report)
+
+        learned = learn_device(read, args.modality, args.min_images, args.fingerprint_model)
     except EdgeAgentError as exc:
         print(f"edge-agent learn: {exc}; nothing written", file=sys.stderr)
         return 2
