@@ -11,6 +11,11 @@ Runtime, 2 threads), else a stand-in with the same layer shapes (benchmarks/stan
 depend on the values); its per-geometry cache is warm, as on a device that keeps one detector size.
 Medians, ms per image; the machine is shared, so compare ratios more than absolute numbers. The
 model and the layers are timed in alternating rounds, so a busy spell weighs on both sides.
+
+``ratio`` is the layers' own time over the model's (run one after the other); ``added`` is what
+they add to the model in the agent's pipeline (``Pipeline.score_frame``: model, physics and
+fingerprint of one frame), where images of fewer than ``CONCURRENT_BELOW_TILES`` tiles run the
+layers on a second thread while the model infers: (pipeline - model) / model.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ def _inputs(workdir: Path) -> dict[str, Path]:
     return sets
 
 
-def _model_runner(model: Path | None, workdir: Path) -> tuple[str, Callable[[np.ndarray], object]]:
+def _model_runner(model: Path | None, workdir: Path) -> tuple[str, Callable[[np.ndarray], object], object | None]:
     global TILE, MAX_TILES
     try:
         from edge_agent.detect import default_model_dir, open_detector
@@ -78,13 +83,13 @@ def _model_runner(model: Path | None, workdir: Path) -> tuple[str, Callable[[np.
         det = open_detector(model or default_model_dir(), threads=2)
         TILE, MAX_TILES = det.manifest.tiling.tile, det.manifest.tiling.max_tiles  # the model's own tiles
         return f"shipped model {det.model_ref.name} {det.model_ref.version} ({det.model_ref.backend})", \
-            lambda frame: det.score(frame)
+            lambda frame: det.score(frame), det
     except Exception:
         from benchmarks.standin_model import StandinRunner, build_standin
 
         runner = StandinRunner(build_standin(workdir / "standin.onnx"))
         return "stand-in model (same layer shapes, ORT FP32, 2 threads)", \
-            lambda frame: runner.run(grid_tiles(frame, TILE, MAX_TILES)[0])
+            lambda frame: runner.run(grid_tiles(frame, TILE, MAX_TILES)[0]), None
 
 
 def main() -> None:
@@ -96,11 +101,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        label, run_model = _model_runner(args.model, workdir)
+        label, run_model, det = _model_runner(args.model, workdir)
         print(f"{label}; medians of {args.repeat} runs, ms per image")
-        print(f"{'set':<7}{'tiles':>6}{'model':>9}{'physics':>9}{'fingerpr':>10}{'metadata':>10}{'layers':>9}{'ratio':>8}{'fp cold':>9}")
+        print(f"{'set':<7}{'tiles':>6}{'model':>9}{'physics':>9}{'fingerpr':>10}{'metadata':>10}{'layers':>9}{'ratio':>8}"
+              f"{'fp cold':>9}{'pipeline':>10}{'added':>7}")
         for name, path in _inputs(workdir).items():
-            frame = decode_path(path).frames[0]
+            decoded = decode_path(path)
+            frame = decoded.frames[0]
             ds = pydicom.dcmread(path)
             tiles, origins = grid_tiles(frame, TILE, MAX_TILES)
             profile = NoiseProfile.fit([measure_noise(tiles)] * 3, modality="")
@@ -109,15 +116,25 @@ def main() -> None:
             t0 = time.perf_counter()
             fp_check.check(frame, tiles, origins)
             cold = (time.perf_counter() - t0) * 1e3
-            med = _median_ms({
+            fns: dict[str, Callable[[], object]] = {
                 "model": lambda: run_model(frame),
                 "physics": lambda: noise.check(frame, tiles, origins),
                 "fingerprint": lambda: fp_check.check(frame, tiles, origins),
                 "metadata": lambda: check_metadata(ds),
-            }, args.repeat)
+            }
+            if det is not None:
+                from edge_agent.evidence import Evidence, EvidenceSettings
+                from edge_agent.pipeline import Pipeline
+
+                pipe = Pipeline(det, evidence=Evidence(EvidenceSettings(noise_profile=profile, fingerprint=fp_check.fingerprint)))  # type: ignore[arg-type]
+                fns["pipeline"] = lambda: pipe.score_frame(frame, decoded)
+            med = _median_ms(fns, args.repeat)
             m, tn, tf, tm = med["model"], med["physics"], med["fingerprint"], med["metadata"]
             total = tn + tf + tm
-            print(f"{name:<7}{len(origins):>6}{m:>9.1f}{tn:>9.1f}{tf:>10.1f}{tm:>10.2f}{total:>9.1f}{total / m:>8.2f}{cold:>9.0f}")
+            pipe_ms = med.get("pipeline", float("nan"))
+            added = (pipe_ms + tm - m) / m
+            print(f"{name:<7}{len(origins):>6}{m:>9.1f}{tn:>9.1f}{tf:>10.1f}{tm:>10.2f}{total:>9.1f}{total / m:>8.2f}{cold:>9.0f}"
+                  f"{pipe_ms:>10.1f}{added:>7.2f}")
 
 
 if __name__ == "__main__":

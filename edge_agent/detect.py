@@ -18,7 +18,7 @@ from .runtime import Backend, choose_backend, open_backend
 from .tiling import aggregate_logits, grid_tiles, sigmoid
 from .verdict import ModelRef
 
-__all__ = ["FrameScore", "Detector", "default_model_dir", "open_detector"]
+__all__ = ["FrameScore", "Prepared", "Detector", "default_model_dir", "open_detector"]
 
 # Tiles per runtime call: bounds the input tensor (64 x 256 x 256 x 4 B = 16 MiB).
 _BATCH = 16
@@ -42,6 +42,15 @@ class FrameScore:
         return self.origins[int(np.argmax(self.tile_logits))]
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A frame cut into the model's tiles, before inference (the forensic layers read them too)."""
+
+    tiles: np.ndarray  # [N, 1, tile, tile]
+    origins: tuple[tuple[int, int], ...]
+    preprocess_ms: float
+
+
 class Detector:
     def __init__(self, manifest: ModelManifest, backend: Backend) -> None:
         self.manifest = manifest
@@ -49,10 +58,16 @@ class Detector:
         f = backend.model_file
         self.model_ref = ModelRef(manifest.name, manifest.version, f.sha256, backend.name, f.precision)
 
-    def score(self, frame: np.ndarray) -> FrameScore:
+    def prepare(self, frame: np.ndarray) -> Prepared:
         t0 = time.perf_counter()
         spec = self.manifest.tiling
         tiles, origins = grid_tiles(frame, spec.tile, spec.max_tiles, spec.flat_fraction)
+        return Prepared(tiles, tuple(origins), (time.perf_counter() - t0) * 1e3)
+
+    def score(self, frame: np.ndarray, prepared: Prepared | None = None) -> FrameScore:
+        p = prepared if prepared is not None else self.prepare(frame)
+        spec = self.manifest.tiling
+        tiles, origins = p.tiles, p.origins
         t1 = time.perf_counter()
         logits_parts, cam_parts = [], []
         for start in range(0, tiles.shape[0], _BATCH):
@@ -68,10 +83,10 @@ class Detector:
             logit=agg,
             tile_logits=logits,
             cam=cam,
-            origins=tuple(origins),
+            origins=origins,
             tile=spec.tile,
             shape=(int(frame.shape[0]), int(frame.shape[1])),
-            preprocess_ms=(t1 - t0) * 1e3,
+            preprocess_ms=p.preprocess_ms,
             infer_ms=(t2 - t1) * 1e3,
             tiles=tiles,
         )

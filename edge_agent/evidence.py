@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -75,14 +75,25 @@ class Evidence:
             provenance = check_dicom_signatures(ds, self.settings.capture_anchors)  # never raises
         return findings, provenance
 
+    @property
+    def judges_frames(self) -> bool:
+        """Whether :meth:`for_tiles` has any layer to run (a noise profile or a fingerprint)."""
+        return self._noise is not None or self._fingerprint is not None
+
     def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
-        origins = list(fs.origins)
+        return self.for_tiles(frame, fs.tiles, fs.origins, decoded)
+
+    def for_tiles(self, frame: np.ndarray, tiles: np.ndarray, origins_: Sequence[tuple[int, int]],
+                  decoded: DecodedImage) -> list[LayerFinding]:
+        """Physics and fingerprint findings from the model's own tiles (they need no model output,
+        so the pipeline may run them while the model infers)."""
+        origins = list(origins_)
         out: list[LayerFinding] = []
         noise, fingerprint = self._noise, self._fingerprint
         if noise is not None:
-            out.append(_guarded("physics", lambda: noise.check(frame, fs.tiles, origins, decoded.facts)))
+            out.append(_guarded("physics", lambda: noise.check(frame, tiles, origins, decoded.facts)))
         if fingerprint is not None:
-            out.append(_guarded("fingerprint", lambda: fingerprint.check(frame, fs.tiles, origins)))
+            out.append(_guarded("fingerprint", lambda: fingerprint.check(frame, tiles, origins)))
         return out
 
 

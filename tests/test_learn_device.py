@@ -139,3 +139,27 @@ def test_an_unsigned_enrolment_is_refused_when_the_config_asks_for_a_signature(s
     (tmp_path / "agent.yaml").write_text(run.stdout.replace(str((work / "device").resolve()), str(device)))
     scan = _cli("scan", "--jsonl", "--config", tmp_path / "agent.yaml", work / "ours", cwd=tmp_path)
     assert scan.returncode == 2 and "enrolment is unsigned" in scan.stderr
+
+
+def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learned, monkeypatch) -> None:
+    from edge_agent import pipeline as pipeline_module
+    from edge_agent.evidence import EvidenceSettings
+    from edge_agent.pipeline import open_pipeline
+
+    work, _ = learned
+    settings = EvidenceSettings(noise_profile=NoiseProfile.from_json((work / "device" / "noise-profile.json").read_text()),
+                                fingerprint=Fingerprint.from_bytes((work / "device" / "fingerprint.bin").read_bytes()))
+    images = [*_acquisitions(work / "beside-ours", 31, 1, 7), *_acquisitions(work / "beside-theirs", 34, 1, 7)]
+
+    def verdicts() -> list[dict]:
+        pipe = open_pipeline(None, "onnxruntime", "fp32", 1, evidence=settings)
+        out = [v.to_dict() for p in images for v in pipe.process(p)]
+        for v in out:
+            v.pop("timings_ms")
+        return out
+
+    beside = verdicts()  # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES
+    monkeypatch.setattr(pipeline_module, "CONCURRENT_BELOW_TILES", 0)
+    after = verdicts()
+    assert beside == after
+    assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
