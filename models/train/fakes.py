@@ -76,7 +76,9 @@ def _train_one(kind: str, data_path: str, cfg: Config, gdir: str) -> None:
 
     def log(m: str) -> None:
         logf.write(m + "\n"); logf.flush()
-    train_generator(kind, np.load(data_path), cfg.generators["seconds"], cfg.generators["batch"],
+    g = cfg.generators
+    budget = {"steps": g["steps"][kind]} if "steps" in g else {"seconds": g["seconds"]}
+    train_generator(kind, np.load(data_path), budget, g["batch"],
                     cfg.seed + (1 if kind == "gan" else 2), Path(gdir) / f"{kind}.pt", log)
 
 
