@@ -40,7 +40,7 @@ def _method(cfg: Config, work: Path) -> str:
   to both classes with the same probabilities. Generator outputs (64 px, and bicubic/bilinear/nearest
   up-scaled to 256 px) are matched by real images down-scaled to 64/256 px in the same containers.
 * **Fake families** (label = family): `gan` (DCGAN, transposed convolutions), `vae` (conv VAE, bilinear
-  up-sampling decoder), both trained here for {cfg.generators['seconds']} s each on the real training split at
+  up-sampling decoder), both trained here ({_gen_budget(cfg)}) on the real training split at
   {cfg.generators['size']} px (they are weak generators: blurry/noisy samples); `tamper` (copy-move, splicing,
   inpainting removal, CT-GAN-style nodule injection, half of them with a real-noise touch-up; masks kept);
   `processing` (up-sampling traces 1.6-4x, over-smoothing + signal-independent noise, too-clean textures);
@@ -123,6 +123,13 @@ def _targets(ev: dict[str, Any], cfg: Config) -> str:
     row("< 2 M parameters, well under 0.5 GMAC per tile", f"{c.get('detector_params')} params, "
         f"{_f(c.get('detector_gmac_per_tile'), 4)} GMAC", c.get("detector_params", 9e9) < 2e6)
     return "## Targets (issue 3)\n\n| target | measured | status |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+
+
+def _gen_budget(cfg: Config) -> str:
+    g = cfg.generators
+    if "steps" in g:
+        return ", ".join(f"{k} {v} steps" for k, v in g["steps"].items())
+    return f"{g['seconds']} s of wall clock each"
 
 
 def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], decisions: dict[str, str],

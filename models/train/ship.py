@@ -129,7 +129,7 @@ def ship(work: Path, cfg: Config, log: Callable[[str], None], out_root: Path) ->
                             "fakes made here: gan, vae, tamper, processing, grain"],
                 "licences": ["CC BY 3.0", "CC BY 4.0", "CC BY", "CC BY-SA", "MIT"], "attribution": ATTRIBUTION}
     arch = ("in-graph residual stem (NPR nearest down/up residual, 3x3 high-pass, per-tile mean-|residual| normalisation "
-            "+ log-scale channel, standardised intensity) -> conv3x3/s2 -> 7 depthwise-separable blocks (16-32-64-96) "
+            f"+ log-scale channel, standardised intensity) -> conv3x3/s2 -> 7 depthwise-separable blocks ({'-'.join(map(str, cfg.detector['width']))}) "
             "-> 1x1 conv CAM head; logit = spatial mean of CAM (GAP + linear)")
     manifest = build_manifest(cfg, ev, files, training, arch)
     manifest["shipping_decisions"] = decisions
