@@ -530,7 +530,9 @@ def report(val: dict, test: dict, fits: dict[str, FusionModel], lofo: dict[str, 
     for src in sorted(set(test["source"][neg])):
         m = neg & (test["source"] == src)
         fresh_fusion = "yes" if src not in set(val["source"]) else "no (other images of this source)"
-        fresh_detector = "no (other images/patients)" if src in meta["train_sources"] else "yes"
+        # the pydicom-data device's training images are these very files (all four encodings of RG1)
+        fresh_detector = ("yes" if src not in meta["train_sources"] else
+                          "no (these files)" if src.startswith("dicom") else "no (other images/patients)")
         cells = [src, fresh_fusion, fresh_detector, str(int(m.sum())),
                  str(int(np.sum(test["logit"][m] >= sus_m))), str(int(np.sum(test["logit"][m] >= syn_m)))]
         for k in ks:
