@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..errors import EnvelopeError, ForensicsError
-from .certs import load_certificates, utcnow, validate_chain
+from .certs import device_id_of, load_certificates, utcnow, validate_chain
 from .jws import Signer, jwk_thumbprint, parse_flattened, sign_flattened, verify_es256
 
 __all__ = ["ENROLMENT_SIG_TYP", "SIGNATURE_NAME", "sign_enrolment", "verify_enrolment", "verify_enrolment_files"]
@@ -66,6 +66,8 @@ def verify_enrolment(signature: bytes, files: Mapping[str, bytes], anchors: Sequ
         validate_chain(chain[0], chain[1:], anchors, at=signed_at, purpose="device")
         claimed = json.loads(jws.payload)
         device_id = str(claimed["device"])
+        if device_id != device_id_of(chain[0]):  # the payload must name the certificate's device
+            raise ForensicsError(f"the enrolment names device {device_id!r} but is signed by {device_id_of(chain[0])!r}")
     except ForensicsError:
         raise
     except EnvelopeError as exc:
