@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.forensics.fingerprint import Fingerprint, FingerprintCheck, FingerprintEnrollment  # noqa: E402
-from edge_agent.forensics.noise import NoiseCheck, NoiseProfile, measure_noise  # noqa: E402
+from edge_agent.forensics.noise import NoiseCheck, NoiseProfile, image_noise  # noqa: E402
 from edge_agent.forensics.simulator import (  # noqa: E402
     Panel, PanelSpec, copy_move, generated_like, jpeg_roundtrip, splice)
 from edge_agent.tiling import grid_tiles  # noqa: E402
@@ -83,7 +83,7 @@ def evaluate_fingerprint_and_noise(scale: float, out: list[str]) -> None:
     for i in range(_n(240, scale)):
         img = panels[PROFILE_PANELS[i % len(PROFILE_PANELS)]].acquire(rng)
         tiles, _ = grid_tiles(img, TILE, MAX_TILES)
-        feats.append(measure_noise(tiles[np.unique(np.round(np.linspace(0, len(tiles) - 1, 6)).astype(int))]))
+        feats.append(image_noise(tiles))
     profile = NoiseProfile.fit(feats, modality="DX", source="simulator panels 201-204")
     noise = NoiseCheck(profile)
 

@@ -317,7 +317,7 @@ def learn_source_profiles(csv_path: Path, detector, cap: int, seed: int) -> tupl
     model's tiling, 6 spread tiles). The ``dicom-*`` sources are left out (see :func:`profile_key`)."""
     from edge_agent.decode import decode_path
     from edge_agent.errors import UnreadableImage
-    from edge_agent.forensics.noise import NoiseProfile, measure_noise
+    from edge_agent.forensics.noise import NoiseProfile, image_noise
     from edge_agent.tiling import grid_tiles
 
     if not csv_path.is_file():
@@ -338,7 +338,7 @@ def learn_source_profiles(csv_path: Path, detector, cap: int, seed: int) -> tupl
                 print(f"  profile {source}: skipped {paths[i]}: {exc}", file=sys.stderr)
                 continue
             tiles, _ = grid_tiles(decoded.frames[0], spec.tile, spec.max_tiles, spec.flat_fraction)
-            f = measure_noise(tiles, np.unique(np.round(np.linspace(0, len(tiles) - 1, min(len(tiles), 6))).astype(int)).tolist())
+            f = image_noise(tiles)
             if f.flat_blocks >= 8:  # as edge-agent learn: an image without flat areas teaches nothing
                 feats[(source, decoded.facts.modality)].append(f)
     profiles, counts = {}, {}
@@ -405,7 +405,7 @@ def index_rows(csv_path: Path, split: str, n_real: int, n_fake: int, seed: int) 
 
 
 def learn_profile(seed: int, scale: float):
-    from edge_agent.forensics.noise import NoiseProfile, measure_noise
+    from edge_agent.forensics.noise import NoiseProfile, image_noise
     from edge_agent.forensics.simulator import Panel, PanelSpec
     from edge_agent.tiling import grid_tiles
 
@@ -414,7 +414,7 @@ def learn_profile(seed: int, scale: float):
     feats = []
     for i in range(_n(120, scale)):
         tiles, _ = grid_tiles(panels[i % len(panels)].acquire(rng), TILE, MAX_TILES)
-        feats.append(measure_noise(tiles[np.unique(np.round(np.linspace(0, len(tiles) - 1, 6)).astype(int))]))
+        feats.append(image_noise(tiles))
     return NoiseProfile.fit(feats, modality="DX", source=f"simulator panels {PROFILE_PANELS}")
 
 

@@ -5,8 +5,8 @@ acquisitions on the device, or from the vendor's flat-field calibration frames")
     edge-agent learn --out /etc/edge-agent/device [--identity /var/lib/edge-agent/identity] /data/first-acquisitions/
 
 reads every image under the given paths with the agent's own decoder, measures the noise of
-each frame on the model's tiles (:func:`edge_agent.forensics.measure_noise`) and accumulates the
-fixed-pattern fingerprint (:class:`edge_agent.forensics.FingerprintEnrollment`, Lukas, Fridrich
+each frame on the model's tiles as the check reads it (:func:`edge_agent.forensics.noise.image_noise`)
+and accumulates the fixed-pattern fingerprint (:class:`edge_agent.forensics.FingerprintEnrollment`, Lukas, Fridrich
 & Goljan 2006) over the frames of the detector's native size. It writes ``noise-profile.json``
 and ``fingerprint.bin`` (8-bit quantised, a few hundred kB) and prints the ``forensics:`` lines
 for ``agent.yaml`` / ``scan --config``, with the fingerprint's SHA-256 pin. With ``--identity``
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "learn_device", "Learned", "MIN_IMAGES"]
 
 MIN_IMAGES = 8  # fingerprint local map: N >= 8 gives 99-100 % pointing on simulated panels (docs/forensics.md)
-_NOISE_TILES = 6  # as NoiseCheck reads an image (edge_agent.forensics.noise._MAX_TILES)
 
 
 @dataclass
@@ -58,10 +57,6 @@ class Learned:
     notes: list[str] = field(default_factory=list)
 
 
-def _noise_pick(n: int) -> np.ndarray:
-    return np.unique(np.round(np.linspace(0, n - 1, min(n, _NOISE_TILES))).astype(int))
-
-
 Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
 
 
@@ -75,7 +70,8 @@ def learn_device(read: Frames, modality: str | None = None, min_images: int = MI
     common size (the detector's native grid); the profile takes every frame of the modality.
     Raises :class:`ForensicsError` when fewer than ``min_images`` frames are usable.
     """
-    from .forensics import FingerprintEnrollment, NoiseProfile, measure_noise
+    from .forensics import FingerprintEnrollment, NoiseProfile
+    from .forensics.noise import image_noise
 
     if min_images < 2:
         raise ForensicsError(f"min_images {min_images}: at least 2 images are needed to tell a fixed pattern from noise")
@@ -83,7 +79,7 @@ def learn_device(read: Frames, modality: str | None = None, min_images: int = MI
     seen: list[tuple[str, tuple[int, int], NoiseFeatures | None]] = []  # modality, shape, noise per frame
     for name, m, frame in read():
         tiles, _ = grid_tiles(frame, 256, 64)
-        f = measure_noise(tiles[_noise_pick(tiles.shape[0])])
+        f = image_noise(tiles)
         if f.flat_blocks < 8:
             notes.append(f"{name}: too few flat, unsaturated regions to measure its noise; left out of the profile")
         seen.append((m, (int(frame.shape[0]), int(frame.shape[1])), f if f.flat_blocks >= 8 else None))

@@ -43,7 +43,7 @@ from ..tiling import grid_tiles
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
 
-__all__ = ["NoiseFeatures", "NoiseProfile", "NoiseCheck", "measure_noise", "FEATURES"]
+__all__ = ["NoiseFeatures", "NoiseProfile", "NoiseCheck", "measure_noise", "image_noise", "FEATURES"]
 
 _BINS = 8  # intensity bins of the NLF over [0, 1]
 _BLOCK = 32
@@ -352,6 +352,12 @@ def _spread(n: int, k: int) -> tuple[int, ...]:
     return tuple(np.unique(np.round(np.linspace(0, n - 1, min(n, k))).astype(int)).tolist())
 
 
+def image_noise(tiles: np.ndarray, max_tiles: int = _MAX_TILES) -> NoiseFeatures:
+    """One image's noise features as :class:`NoiseCheck` reads them: from ``max_tiles`` of its model
+    tiles, evenly spread. Learn a profile from the same call (``edge-agent learn``)."""
+    return measure_noise(tiles, _spread(tiles.shape[0], max_tiles))
+
+
 class NoiseCheck:
     """Two-sided tests of one image's noise against a modality's :class:`NoiseProfile`.
 
@@ -375,7 +381,7 @@ class NoiseCheck:
                 f"(this one is for {self.profile.modality})"),))
         if tiles is None:
             tiles, origins = grid_tiles(frame, self.tile, 64)
-        feats = measure_noise(tiles, _spread(tiles.shape[0], self.max_tiles))
+        feats = image_noise(tiles, self.max_tiles)
         return self.judge(feats)
 
     def judge(self, feats: NoiseFeatures) -> LayerFinding:
