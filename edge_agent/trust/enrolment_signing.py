@@ -12,7 +12,6 @@ at signing time, like signed models, so an enrolment outlives the certificate th
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -20,11 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ..errors import EnvelopeError, ForensicsError
-from .certs import device_id_of, load_certificates, utcnow, validate_chain
-from .jws import Signer, jwk_thumbprint, parse_flattened, sign_flattened, verify_es256
+from .certs import device_id_of, load_certificates
+from .chained_jws import sign_chained, verify_chained
+from .jws import Signer
 
 __all__ = ["ENROLMENT_SIG_TYP", "SIGNATURE_NAME", "sign_enrolment", "verify_enrolment", "verify_enrolment_files"]
 
@@ -40,41 +39,25 @@ def _payload(device_id: str, files: Mapping[str, bytes]) -> bytes:
 def sign_enrolment(device_id: str, files: Mapping[str, bytes], key: Signer, chain: Sequence[x509.Certificate],
                    now: dt.datetime) -> bytes:
     """Pure: the learned files (name -> bytes) + the device's signer -> ``enrolment.sig.json`` bytes."""
-    header = {
-        "alg": "ES256",
-        "typ": ENROLMENT_SIG_TYP,
-        "kid": jwk_thumbprint(key.public_key()),
-        "iat": int(now.timestamp()),
-        "x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii") for c in chain],
-    }
-    return sign_flattened(header, _payload(device_id, files), key)
+    return sign_chained(ENROLMENT_SIG_TYP, _payload(device_id, files), key, chain, now)
 
 
 def verify_enrolment(signature: bytes, files: Mapping[str, bytes], anchors: Sequence[x509.Certificate],
                      now: dt.datetime | None = None) -> str:
     """The device id that signed exactly ``files``; raises :class:`ForensicsError` otherwise."""
+    payload, signer = verify_chained(signature, ENROLMENT_SIG_TYP, anchors, "device", now,
+                                     name=SIGNATURE_NAME, what="enrolment signature", error=ForensicsError)
     try:
-        jws = parse_flattened(signature, typ=ENROLMENT_SIG_TYP)
-        x5c, iat = jws.header.get("x5c"), jws.header.get("iat")
-        if not isinstance(x5c, list) or not x5c or not isinstance(iat, int) or isinstance(iat, bool):
-            raise ForensicsError(f"{SIGNATURE_NAME} lacks x5c or iat in its protected header")
-        chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c[:4]]
-        verify_es256(chain[0].public_key(), jws.signing_input, jws.signature)  # type: ignore[arg-type]
-        signed_at = dt.datetime.fromtimestamp(iat, dt.timezone.utc)
-        if signed_at > (now or utcnow()) + dt.timedelta(days=1):
-            raise ForensicsError(f"the enrolment signature claims a signing time in the future ({signed_at:%Y-%m-%d})")
-        validate_chain(chain[0], chain[1:], anchors, at=signed_at, purpose="device")
-        claimed = json.loads(jws.payload)
+        claimed = json.loads(payload)
         device_id = str(claimed["device"])
-        if device_id != device_id_of(chain[0]):  # the payload must name the certificate's device
-            raise ForensicsError(f"the enrolment names device {device_id!r} but is signed by {device_id_of(chain[0])!r}")
-    except ForensicsError:
-        raise
-    except EnvelopeError as exc:
+        signer_id = device_id_of(signer)
+    except EnvelopeError as exc:  # the signer's certificate names no device
         raise ForensicsError(f"the enrolment signature is not valid ({exc.reason}): {exc}") from None
-    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise ForensicsError(f"{SIGNATURE_NAME} is malformed: {exc!r}") from None
-    if jws.payload != _payload(device_id, files):
+    if device_id != signer_id:  # the payload must name the certificate's device
+        raise ForensicsError(f"the enrolment names device {device_id!r} but is signed by {signer_id!r}")
+    if payload != _payload(device_id, files):
         signed = set(claimed.get("files", {}))
         if signed != set(files):
             raise ForensicsError(f"the enrolment signature covers {sorted(signed)}, not {sorted(files)}")

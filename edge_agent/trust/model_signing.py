@@ -17,18 +17,17 @@ the code, the verifier and the trust model of signed verdicts, and any JOSE libr
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from ..errors import EnvelopeError, ModelSignatureError
+from ..errors import ModelSignatureError
 from ..manifest import load_manifest
-from .certs import load_certificates, utcnow, validate_chain
-from .jws import Signer, jwk_thumbprint, parse_flattened, sign_flattened, verify_es256
+from .certs import load_certificates
+from .chained_jws import sign_chained, verify_chained
+from .jws import Signer
 
 __all__ = ["MODEL_SIG_TYP", "SIGNATURE_NAME", "sign_manifest", "verify_manifest_signature", "verify_signed_model"]
 
@@ -38,14 +37,7 @@ SIGNATURE_NAME = "manifest.sig.json"
 
 def sign_manifest(manifest_bytes: bytes, key: Signer, chain: Sequence[x509.Certificate], now: dt.datetime) -> bytes:
     """Pure: manifest bytes + signer -> ``manifest.sig.json`` bytes."""
-    header = {
-        "alg": "ES256",
-        "typ": MODEL_SIG_TYP,
-        "kid": jwk_thumbprint(key.public_key()),
-        "iat": int(now.timestamp()),
-        "x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode("ascii") for c in chain],
-    }
-    return sign_flattened(header, manifest_bytes, key)
+    return sign_chained(MODEL_SIG_TYP, manifest_bytes, key, chain, now)
 
 
 def verify_manifest_signature(
@@ -56,29 +48,13 @@ def verify_manifest_signature(
 ) -> x509.Certificate:
     """Raise :class:`ModelSignatureError` unless ``signature`` is a valid vendor signature over
     exactly ``manifest_bytes``; returns the signer's certificate."""
-    try:
-        jws = parse_flattened(signature, typ=MODEL_SIG_TYP)
-        x5c = jws.header.get("x5c")
-        iat = jws.header.get("iat")
-        if not isinstance(x5c, list) or not x5c or not isinstance(iat, int) or isinstance(iat, bool):
-            raise ModelSignatureError("manifest.sig.json lacks x5c or iat in its protected header")
-        chain = [x509.load_der_x509_certificate(base64.b64decode(c, validate=True)) for c in x5c[:4]]
-        verify_es256(chain[0].public_key(), jws.signing_input, jws.signature)  # type: ignore[arg-type]
-        signed_at = dt.datetime.fromtimestamp(iat, dt.timezone.utc)
-        if signed_at > (now or utcnow()) + dt.timedelta(days=1):
-            raise ModelSignatureError(f"the model signature claims a signing time in the future ({signed_at:%Y-%m-%d})")
-        validate_chain(chain[0], chain[1:], trust_anchors, at=signed_at, purpose="model")
-    except ModelSignatureError:
-        raise
-    except EnvelopeError as exc:
-        raise ModelSignatureError(f"the model signature is not valid ({exc.reason}): {exc}") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ModelSignatureError(f"manifest.sig.json is malformed: {exc}") from None
-    if jws.payload != manifest_bytes:
+    payload, signer = verify_chained(signature, MODEL_SIG_TYP, trust_anchors, "model", now,
+                                     name=SIGNATURE_NAME, what="model signature", error=ModelSignatureError)
+    if payload != manifest_bytes:
         raise ModelSignatureError(
             "manifest.json differs from the manifest the vendor signed: it was edited after signing; reinstall the model"
         )
-    return chain[0]
+    return signer
 
 
 def verify_signed_model(model_dir: str | Path, trust_anchor_pem: bytes, now: dt.datetime | None = None) -> None:
