@@ -33,3 +33,22 @@ def test_a_simulated_acquisition_decodes_to_the_pixels_it_was_rendered_with(seed
     else:
         assert suffix in (".png", ".jpg") and np.corrcoef(seen.ravel(), img.ravel())[0, 1] > 0.99
 
+
+
+
+def test_a_simulated_acquisition_passes_the_metadata_rules_like_a_real_exposure() -> None:
+    from edge_agent.forensics.metadata import evaluate_rules
+
+    judged = 0
+    for seed in range(40):
+        img, facts = simulated_radiograph(np.random.default_rng(seed))
+        data, _, container = encode_simulated(img, facts["bits"], np.random.default_rng(seed), facts)
+        if container != "dicom":
+            continue
+        judged += 1
+        ds = pydicom.dcmread(io.BytesIO(data))
+        assert [rule.code for rule, _ in evaluate_rules(ds)] == [], ds.Modality
+        # the exposure attributes take nothing from the random stream: same pixels as without them
+        bare, _, _ = encode_simulated(img, facts["bits"], np.random.default_rng(seed))
+        assert pydicom.dcmread(io.BytesIO(bare)).PixelData == ds.PixelData
+    assert judged >= 20

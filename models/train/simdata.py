@@ -132,8 +132,15 @@ def simulated_radiograph(rng: np.random.Generator) -> tuple[np.ndarray, dict[str
                  "shape": (h, w), "processing": ops}
 
 
-def encode_simulated(img: np.ndarray, bits: int, rng: np.random.Generator) -> tuple[bytes, str, str]:
-    """Write as DICOM (85 %: CR or DX, MONOCHROME1/2) or an 8-bit PNG/JPEG export; (bytes, suffix, container)."""
+def encode_simulated(img: np.ndarray, bits: int, rng: np.random.Generator,
+                     facts: dict[str, Any] | None = None) -> tuple[bytes, str, str]:
+    """Write as DICOM (85 %: CR or DX, MONOCHROME1/2) or an 8-bit PNG/JPEG export; (bytes, suffix, container).
+
+    With ``facts`` (from :func:`simulated_radiograph`) the DICOM carries the exposure attributes a
+    real CR/DX acquisition writes (PS3.3 C.8.11.4 DX Detector: Imager Pixel Spacing, Type 1;
+    C.8.7.2 / C.8.11.7: KVP, exposure in uAs), so the metadata rules judge it like a real file.
+    They are derived from the facts, not drawn from ``rng``: the pixels stay the same for a seed.
+    """
     u = rng.random()
     if u < 0.075:
         return *encode_like(img, ContainerSpec("png")), "png"
@@ -154,6 +161,12 @@ def encode_simulated(img: np.ndarray, bits: int, rng: np.random.Generator) -> tu
     ds.Manufacturer = "edge-agent physics simulator"
     ds.PatientName, ds.PatientID = "SIMULATED^PHANTOM", "SIM"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    if facts is not None:
+        extremity = facts.get("anatomy") == "extremity"
+        ds.KVP = "55" if extremity else "125"
+        # photons per pixel ~ dose: a few uAs for the lowest, a few hundred for the highest
+        ds.ExposureInuAs = max(1, int(round(float(facts.get("dose", 10000)) / 400.0)))
+        ds.ImagerPixelSpacing = ["0.1", "0.1"] if cr else ["0.139", "0.139"]
     ds.Rows, ds.Columns = stored.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if mono1 else "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
@@ -168,7 +181,7 @@ def _one(args: tuple[int, str, str]) -> dict[str, str]:
     seed, split, out = args
     rng = np.random.default_rng(seed)
     img, facts = simulated_radiograph(rng)
-    data, suffix, _ = encode_simulated(img, facts["bits"], rng)
+    data, suffix, _ = encode_simulated(img, facts["bits"], rng, facts)
     path = Path(out) / split / f"sim-{seed}{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
