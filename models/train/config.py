@@ -41,6 +41,13 @@ class Config:
             raise ValueError("split fractions val + test must lie in (0, 1)")
 
 
+    @property
+    def lofo_baseline_steps(self) -> int:
+        """Steps of each leave-one-family-out baseline run: ``lofo.baseline_steps``; configs before
+        1.4.0's re-evaluation gave it a fifth of the baseline's budget (at least 60)."""
+        return int(self.lofo.get("baseline_steps", max(60, self.baseline["steps"] // 5)))
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate the YAML config; records its sha256 for the report."""
     raw = Path(path).read_bytes()

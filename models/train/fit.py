@@ -236,5 +236,4 @@ def train_lofo(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     for fam in FAMILIES:
         train_detector(work, cfg, log, tag=f"lofo-detector-{fam}", exclude_family=fam, steps=cfg.lofo["steps"])
     for fam in FAMILIES:
-        train_baseline(work, cfg, log, tag=f"lofo-baseline-{fam}", exclude_family=fam,
-                       steps=max(60, cfg.baseline["steps"] // 5))
+        train_baseline(work, cfg, log, tag=f"lofo-baseline-{fam}", exclude_family=fam, steps=cfg.lofo_baseline_steps)

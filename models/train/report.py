@@ -188,7 +188,7 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
         a("")
     if ev.get("lofo"):
         a(f"## Leave-one-family-out (shorter runs: detector {cfg.lofo['steps']} steps vs {cfg.detector['steps']}; "
-          f"baseline {max(60, cfg.baseline['steps'] // 5)} vs {cfg.baseline['steps']} steps)\n")
+          f"baseline {cfg.lofo_baseline_steps} vs {cfg.baseline['steps']} steps)\n")
         a("Train without family X, test on all test images of X vs the fixed subset of real test images; thresholds at 1% FPR "
           "from that run's scores on 300 real validation images.\n")
         a("| held-out family | detector AUC | detector TPR@1% | baseline AUC | baseline TPR@1% |")
