@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +30,7 @@ from .fit import _baseline_arrays, load_baseline, load_detector
 from .imaging import container_of, encode_like, load_grey, load_grey_bytes, resize_float
 from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, ort_runner, ov_runner, tile_scores, torch_runner
 
-__all__ = ["evaluate_all", "compare_all", "thresholds_from_reals"]
+__all__ = ["evaluate_all", "compare_all", "thresholds_from_reals", "sub_kind"]
 
 AGGS = (("mean", 1), ("max", 1), ("topk_mean", 2), ("topk_mean", 4))
 
@@ -104,6 +105,28 @@ def _family_table(rows: list[dict[str, str]], s: np.ndarray, thr: dict[str, floa
         m = (y == 0) | (fam == f)
         table[f] = _metrics(y[m], s[m], thr)
     return table
+
+
+def sub_kind(row: dict[str, str]) -> str:
+    """The recipe inside a fake family, without its random parameters or the shared augmentation:
+    ``copy_move+touchup``, ``upsample``, ``uniform_grain``, ``native64`` ... (``kind`` column of
+    images.csv, e.g. ``upsample2.3-bicubic+jpeg85``)."""
+    tokens = row["kind"].split("+")
+    if row["family"] in ("gan", "vae"):  # native64 / upscaled256: the size is the recipe
+        return tokens[0]
+    head = re.sub(r"\d.*$", "", tokens[0].split("-")[0]) or tokens[0]
+    if row["family"] == "tamper" and "touchup" in tokens:
+        return f"{head}+touchup"
+    return head
+
+
+def _kind_table(rows: list[dict[str, str]], s: np.ndarray, thr: dict[str, float]) -> dict[str, Any]:
+    """Per family and recipe: each recipe's fakes against all real images of the split (what a
+    family's AUC averages over: tells which recipe the detector misses)."""
+    y = np.array([int(r["label"]) for r in rows])
+    keys = np.array([f"{r['family']}:{sub_kind(r)}" if r["label"] == "1" else "" for r in rows])
+    return {k: _metrics(y[(y == 0) | (keys == k)], s[(y == 0) | (keys == k)], thr)
+            for k in sorted(set(keys[y == 1].tolist()))}
 
 
 def _real_source_table(rows: list[dict[str, str]], s: np.ndarray, thr: dict[str, float]) -> dict[str, Any]:
@@ -220,6 +243,7 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     tl, hits = _score(test + external, fp32, cache, pointing=True)
     st = _agg(tl, test, method, k)
     res["test_fp32"] = _family_table(test, st, thr)
+    res["test_fp32_kinds"] = _kind_table(test, st, thr)
     ext_rows = [r for r in test if r["label"] == "0"] + external
     res["external_gan"] = _metrics(np.array([int(r["label"]) for r in ext_rows]), _agg(tl, ext_rows, method, k), thr)
     res["pointing_game"] = {"n": len(hits), "strict": float(np.mean([h[0] for h in hits.values()])) if hits else float("nan"),

@@ -157,6 +157,13 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
             a(f"| external: simulator generator-like `{kname}` (never trained on) | {v['n']} | all | {_f(v['auc_vs_all_real_test'])} "
               f"| {_pct(v['flagged_suspicious'])} | {_pct(v['flagged_synthetic'])} | |")
     a("")
+    if ev.get("test_fp32_kinds"):
+        a("Per recipe inside each family (its fakes against all real test images; which recipes the detector misses):\n")
+        a("| family:recipe | n fake | ROC-AUC | TPR @1% FPR (val thr) |")
+        a("|---|---|---|---|")
+        for k, v in ev["test_fp32_kinds"].items():
+            a(f"| {k} | {v['n_fake']} | {_f(v['auc'])} | {_pct(v['tpr_at_1pct_fpr_valthr'])} |")
+        a("")
     if ev.get("real_sources"):
         a("False positives among the real test images, per source and kind (`variant` = the shared augmentation, "
           "`resized` = down-scaled to generator size; `sim` = physics-simulated panels, one panel per image, none seen "
