@@ -81,6 +81,7 @@ class Agent:
         self.config = config
         self.state = State.STARTING
         self._judge_factory = judge_factory or self._open_pipeline
+        self._judge: Judge | None = None
         self._state_lock = threading.Lock()
         self._stop = threading.Event()
         self._ingestors: list[_Ingestor] = []
@@ -99,7 +100,8 @@ class Agent:
 
     def _open_pipeline(self) -> Judge:
         m = self.config.model
-        return open_pipeline(m.path, m.backend, m.precision, m.threads, m.cache_dir, m.trust_anchor, self.config.forensics)
+        return open_pipeline(m.path, m.backend, m.precision, m.threads, m.cache_dir, m.trust_anchor, self.config.forensics,
+                             refine=True)
 
     def add_sink(self, sink: VerdictSink) -> None:
         """Send every verdict to ``sink`` too (before the journal). Call before :meth:`start`;
@@ -149,7 +151,7 @@ class Agent:
             cfg.quarantine_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise IngestError(f"quarantine_dir: {cfg.quarantine_path} cannot be created ({exc.strerror})") from None
-        judge = self._judge_factory()  # the slow part (model load and hash check), before any listener
+        judge = self._judge = self._judge_factory()  # the slow part (model load and hash check), before any listener
         self._journal = Journal(cfg.journal_path, cfg.journal_rotation.max_bytes, cfg.journal_rotation.keep)
         if cfg.mqtt is not None:
             # Opens the device key (a key others can read stops the start here) and the outbox.
@@ -208,6 +210,13 @@ class Agent:
                 self._spool.arrived.set()  # wake an idle worker now
             self._worker_thread.join()  # finishes the image it is judging
             self._worker_thread = None
+        close = getattr(self._judge, "close", None)  # the pipeline saves what its layers learned
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.exception("closing the pipeline failed")
+        self._judge = None
         for sink in self._sinks:
             try:
                 sink.close()

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
     from .decode import DecodedImage
     from .detect import FrameScore
     from .dicom_signature import ProvenanceResult
-    from .forensics import DeviceIdentity, Fingerprint, LayerFinding, NoiseProfile
+    from .forensics import DeviceIdentity, Fingerprint, LayerFinding, NoiseFeatures, NoiseProfile
+    from .forensics.refine import ProfileRefiner
 
-__all__ = ["EvidenceSettings", "Evidence", "load_evidence_settings"]
+__all__ = ["EvidenceSettings", "Evidence", "FrameEvidence", "load_evidence_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,39 @@ class EvidenceSettings:
     noise_profile: NoiseProfile | None = None
     fingerprint: Fingerprint | None = None
     fusion: FusionModel = field(default_factory=FusionModel)
+    # ``forensics.refine_profile``: where the agent keeps the noise profile it refines from the
+    # images it judges authentic (edge_agent/forensics/refine.py); None: the profile stays as learned.
+    refine_state: Path | None = None
+    noise_profile_sha256: str = ""  # of the configured profile file: the refined state must grow from it
+
+
+@dataclass(frozen=True)
+class FrameEvidence:
+    """The frame layers' findings, and what the physics layer measured (to refine the profile)."""
+
+    findings: list[LayerFinding]
+    noise: NoiseFeatures | None = None
 
 
 class Evidence:
-    def __init__(self, settings: EvidenceSettings = EvidenceSettings()) -> None:
+    """``refine``: learn from authentic images into ``settings.refine_state`` (the agent); without it
+    a refined state is read but never written (``edge-agent scan``)."""
+
+    def __init__(self, settings: EvidenceSettings = EvidenceSettings(), refine: bool = False) -> None:
         self.settings = settings
         self._noise = self._fingerprint = None
+        self.refiner: ProfileRefiner | None = None
         if settings.noise_profile is not None:
             from .forensics import NoiseCheck
 
-            self._noise = NoiseCheck(settings.noise_profile)
+            profile = settings.noise_profile
+            if settings.refine_state is not None:
+                from .forensics.refine import ProfileRefiner
+
+                self.refiner = ProfileRefiner(profile, settings.noise_profile_sha256, settings.refine_state,
+                                              writable=refine)
+                profile = self.refiner.profile
+            self._noise = NoiseCheck(profile)
         if settings.fingerprint is not None:
             from .forensics import FingerprintCheck
 
@@ -87,14 +111,37 @@ class Evidence:
                   decoded: DecodedImage) -> list[LayerFinding]:
         """Physics and fingerprint findings from the model's own tiles (they need no model output,
         so the pipeline may run them while the model infers)."""
+        return self.frame_evidence(frame, tiles, origins_, decoded).findings
+
+    def frame_evidence(self, frame: np.ndarray, tiles: np.ndarray, origins_: Sequence[tuple[int, int]],
+                       decoded: DecodedImage) -> FrameEvidence:
+        """:meth:`for_tiles`, with the physics layer's measurement for :meth:`learn`."""
         origins = list(origins_)
         out: list[LayerFinding] = []
+        measured: list[NoiseFeatures | None] = [None]
         noise, fingerprint = self._noise, self._fingerprint
         if noise is not None:
-            out.append(_guarded("physics", lambda: noise.check(frame, tiles, origins, decoded.facts)))
+            def physics() -> LayerFinding:
+                finding, measured[0] = noise.measure_and_judge(frame, tiles, decoded.facts)
+                return finding
+
+            out.append(_guarded("physics", physics))
         if fingerprint is not None:
             out.append(_guarded("fingerprint", lambda: fingerprint.check(frame, tiles, origins)))
-        return out
+        return FrameEvidence(out, measured[0])
+
+    def learn(self, frame: FrameEvidence, verdict: str) -> bool:
+        """Refine the noise profile with one judged frame (authentic and typical only); whether it
+        was learned. The physics layer judges the next image against the refined profile."""
+        if self.refiner is None or self._noise is None or not self.refiner.offer(frame.noise, verdict):
+            return False
+        self._noise.profile = self.refiner.profile
+        return True
+
+    def close(self) -> None:
+        """Save what was learned (the agent calls this at shutdown)."""
+        if self.refiner is not None:
+            self.refiner.save()
 
 
 def _guarded(layer: str, check: Callable[[], LayerFinding]) -> LayerFinding:
@@ -112,7 +159,7 @@ def _guarded(layer: str, check: Callable[[], LayerFinding]) -> LayerFinding:
 def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceSettings:
     """The agent config's ``forensics:`` section (validated; paths relative to the config)."""
     allowed = {"metadata", "signatures", "identity", "capture_trust", "noise_profile", "fingerprint",
-               "fingerprint_sha256", "enrolment_trust", "fusion"}
+               "fingerprint_sha256", "enrolment_trust", "fusion", "refine_profile"}
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"forensics: unknown key(s) {sorted(unknown)}; known keys: {sorted(allowed)}")
@@ -160,10 +207,14 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
                 verify_enrolment_files(learned, trust.read_bytes())
             except ForensicsError as exc:
                 raise ConfigError(f"forensics.enrolment_trust: {exc}") from None
+        profile_sha = ""
         if (p := path("noise_profile")) is not None:
             from .forensics import NoiseProfile
+            from .forensics.refine import ProfileRefiner
 
-            profile = NoiseProfile.from_json(p.read_text())
+            text = p.read_text()
+            profile, profile_sha = NoiseProfile.from_json(text), ProfileRefiner.sha256_of(text)
+        refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None)
         if (p := path("fingerprint")) is not None:
             from .forensics import Fingerprint
 
@@ -185,4 +236,22 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         noise_profile=profile,
         fingerprint=fingerprint,
         fusion=fusion,
+        refine_state=refine_state,
+        noise_profile_sha256=profile_sha,
     )
+
+
+def _refine_state(value: Any, base_dir: Path, has_profile: bool) -> Path | None:
+    """``forensics.refine_profile``: a file the agent creates and rewrites (with its folder, at start)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"forensics.refine_profile: expected a file path (a string), found {value!r}")
+    if not has_profile:
+        raise ConfigError("forensics.refine_profile is set but forensics.noise_profile is not: "
+                          "learn a profile first (edge-agent learn), then it can be refined")
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else base_dir / p
+    if p.is_dir():
+        raise ConfigError(f"forensics.refine_profile: {p} is a folder; give a file path")
+    return p

@@ -12,19 +12,15 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .decode import DecodedImage, DecodeLimits, decode_path
 from .detect import Detector, FrameScore, open_detector
 from .errors import UnreadableImage
-from .evidence import Evidence, EvidenceSettings
+from .evidence import Evidence, EvidenceSettings, FrameEvidence
 from .fusion import fuse
 from .verdict import Reason, Timings, Verdict
-
-if TYPE_CHECKING:
-    from .forensics import LayerFinding
 
 __all__ = ["Pipeline", "ScoredFrame", "open_pipeline"]
 
@@ -111,10 +107,11 @@ class Pipeline:
         file_findings, provenance = self.evidence.for_file(decoded)
         file_ms = (time.perf_counter() - t0) * 1e3
         for i, frame in enumerate(decoded.frames):
-            fs, frame_findings, layers_ms = self.score_frame(frame, decoded)
-            findings = [*file_findings, *frame_findings]
+            fs, frame_evidence, layers_ms = self.score_frame(frame, decoded)
+            findings = [*file_findings, *frame_evidence.findings]
             model_reason = _model_reason(th.label(fs.score), fs, th.suspicious)
             fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion)
+            self.evidence.learn(frame_evidence, fused.label)
             forensics_ms = layers_ms + (file_ms if i == 0 else 0.0)
             work = fs.preprocess_ms + fs.infer_ms + forensics_ms
             v = Verdict(
@@ -139,22 +136,29 @@ class Pipeline:
         return out
 
 
-    def score_frame(self, frame: np.ndarray, decoded: DecodedImage) -> tuple[FrameScore, list[LayerFinding], float]:
-        """The model's score and the physics/fingerprint findings of one frame, and the ms the
+    def score_frame(self, frame: np.ndarray, decoded: DecodedImage) -> tuple[FrameScore, FrameEvidence, float]:
+        """The model's score and the physics/fingerprint evidence of one frame, and the ms the
         layers added after the model (beside it on small images: :data:`CONCURRENT_BELOW_TILES`)."""
         prepared = self.detector.prepare(frame)
         if self.evidence.judges_frames and len(prepared.origins) < CONCURRENT_BELOW_TILES:
             if self._layers is None:
                 self._layers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forensics")
-            pending = self._layers.submit(self.evidence.for_tiles, frame, prepared.tiles, prepared.origins, decoded)
+            pending = self._layers.submit(self.evidence.frame_evidence, frame, prepared.tiles, prepared.origins, decoded)
             fs = self.detector.score(frame, prepared)
             t1 = time.perf_counter()
-            findings = pending.result()
+            evidence = pending.result()
         else:
             fs = self.detector.score(frame, prepared)
             t1 = time.perf_counter()
-            findings = self.evidence.for_tiles(frame, prepared.tiles, prepared.origins, decoded)
-        return fs, findings, (time.perf_counter() - t1) * 1e3
+            evidence = self.evidence.frame_evidence(frame, prepared.tiles, prepared.origins, decoded)
+        return fs, evidence, (time.perf_counter() - t1) * 1e3
+
+    def close(self) -> None:
+        """Save what the evidence layers learned and stop the layers' thread (agent shutdown)."""
+        self.evidence.close()
+        if self._layers is not None:
+            self._layers.shutdown(wait=True)
+            self._layers = None
 
 
 def open_pipeline(
@@ -165,12 +169,14 @@ def open_pipeline(
     cache_dir: Path | None = None,
     trust_anchor: Path | None = None,
     evidence: EvidenceSettings | None = None,
+    refine: bool = False,
 ) -> Pipeline:
     """The pipeline the agent and ``scan --config`` run: the model (vendor-signed when a
-    ``trust_anchor`` PEM is given) and the evidence layers of the config's ``forensics:``."""
+    ``trust_anchor`` PEM is given) and the evidence layers of the config's ``forensics:``.
+    ``refine``: let the noise profile learn from authentic images (the agent; not ``scan``)."""
     anchor = trust_anchor.read_bytes() if trust_anchor is not None else None
     detector = open_detector(model, backend, precision, threads, cache_dir, trust_anchor=anchor)
-    return Pipeline(detector, evidence=Evidence(evidence) if evidence is not None else None)
+    return Pipeline(detector, evidence=Evidence(evidence, refine=refine) if evidence is not None else None)
 
 
 def _model_reason(label: str, fs: FrameScore, threshold: float) -> Reason:

@@ -375,14 +375,20 @@ class NoiseCheck:
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
               origins: Sequence[tuple[int, int]] | None = None, facts: ImageFacts | None = None) -> LayerFinding:
+        return self.measure_and_judge(frame, tiles, facts)[0]
+
+    def measure_and_judge(self, frame: np.ndarray, tiles: np.ndarray | None = None,
+                          facts: ImageFacts | None = None) -> tuple[LayerFinding, NoiseFeatures | None]:
+        """The finding and the features it judged (``None`` for another modality's image), so the
+        agent can refine the profile with the same measurement (:mod:`.refine`)."""
         if facts is not None and facts.modality and self.profile.modality and facts.modality != self.profile.modality:
             return LayerFinding("physics", None, (Reason(
                 "physics.no_profile", f"no noise profile for modality {facts.modality} "
-                f"(this one is for {self.profile.modality})"),))
+                f"(this one is for {self.profile.modality})"),)), None
         if tiles is None:
-            tiles, origins = grid_tiles(frame, self.tile, 64)
+            tiles, _ = grid_tiles(frame, self.tile, 64)
         feats = image_noise(tiles, self.max_tiles)
-        return self.judge(feats)
+        return self.judge(feats), feats
 
     def judge(self, feats: NoiseFeatures) -> LayerFinding:
         if feats.flat_blocks < 8:

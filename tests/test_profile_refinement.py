@@ -1,0 +1,169 @@
+"""The agent refines its device's noise profile from the images it judges authentic: a detector
+whose calibration drifts stays authentic, generated images teach it nothing, and what it learned
+survives a restart (``forensics.refine_profile``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from agent_harness import AgentProcess, journal_records, run_cli, wait_for, write_config
+from sample_images import new_image, save
+
+from edge_agent.config import load_config
+from edge_agent.errors import ConfigError
+from edge_agent.evidence import Evidence, EvidenceSettings
+from edge_agent.forensics import NoiseProfile
+from edge_agent.forensics.noise import image_noise
+from edge_agent.forensics.refine import ProfileRefiner
+from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like
+from edge_agent.tiling import grid_tiles
+
+SHAPE = (512, 640)
+
+
+def _features(img: np.ndarray):
+    tiles, _ = grid_tiles(img, 256, 64)
+    return image_noise(tiles)
+
+
+def _base_profile(path: Path, rng: np.random.Generator, n: int = 12) -> NoiseProfile:
+    """What `edge-agent learn` would learn from ``n`` first acquisitions of panel 31."""
+    panel = Panel(PanelSpec(31, shape=SHAPE))
+    profile = NoiseProfile.fit([_features(panel.acquire(rng)) for _ in range(n)], modality="DX")
+    path.write_text(profile.to_json())
+    return profile
+
+
+def _settings(profile_path: Path, state: Path) -> EvidenceSettings:
+    text = profile_path.read_text()
+    return EvidenceSettings(noise_profile=NoiseProfile.from_json(text), refine_state=state,
+                            noise_profile_sha256=ProfileRefiner.sha256_of(text))
+
+
+def _judge(evidence: Evidence, img: np.ndarray, learn_as: str | None = None) -> float:
+    """The physics layer's score for one frame; then, like the pipeline, offer it for learning
+    with the verdict ``learn_as``."""
+    from edge_agent.decode import DecodedImage, ImageFacts
+
+    tiles, origins = grid_tiles(img, 256, 64)
+    facts = ImageFacts(container="dicom", file_sha256="", pixel_sha256="", rows=img.shape[0], columns=img.shape[1],
+                       frames=1, bits_stored=12, photometric="MONOCHROME2", modality="DX")
+    frame = evidence.frame_evidence(img, tiles, origins, DecodedImage(frames=(img,), facts=facts))
+    (physics,) = frame.findings
+    if learn_as is not None:
+        evidence.learn(frame, learn_as)
+    assert physics.score is not None
+    return physics.score
+
+
+def test_a_detector_whose_calibration_drifts_stays_authentic_when_the_profile_is_refined(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    _base_profile(tmp_path / "profile.json", rng)
+    fixed = Evidence(EvidenceSettings(noise_profile=NoiseProfile.from_json((tmp_path / "profile.json").read_text())))
+    refined = Evidence(_settings(tmp_path / "profile.json", tmp_path / "state" / "refined.json"), refine=True)
+    n = 60
+    fixed_scores, refined_scores = [], []
+    for i in range(n):  # the flat-field calibration goes stale: gain non-uniformity 1.5 % -> 2.5 %
+        img = Panel(PanelSpec(31, shape=SHAPE, gain_std=0.015 + 0.010 * i / (n - 1))).acquire(rng)
+        fixed_scores.append(_judge(fixed, img))
+        refined_scores.append(_judge(refined, img, learn_as="authentic"))
+    assert sum(s >= 0.5 for s in fixed_scores[-10:]) >= 8  # the profile as learned calls them abnormal
+    assert sum(s >= 0.5 for s in refined_scores[-10:]) == 0
+    assert refined.refiner is not None and refined.refiner.learned >= 30
+    saved = json.loads((tmp_path / "state" / "refined.json").read_text())  # saved every 25 images
+    assert saved["learned"] >= 25 and saved["profile"]["modality"] == "DX"
+
+
+def test_generated_and_suspicious_images_teach_the_profile_nothing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    base = _base_profile(tmp_path / "profile.json", rng)
+    evidence = Evidence(_settings(tmp_path / "profile.json", tmp_path / "refined.json"), refine=True)
+    for kind in ("uniform_grain", "too_smooth", "upsampled"):
+        # even when the rest of the evidence let it through as authentic, its noise is atypical
+        assert _judge(evidence, generated_like(rng, SHAPE, kind), learn_as="authentic") >= 0.5
+    authentic = Panel(PanelSpec(31, shape=SHAPE)).acquire(rng)
+    _judge(evidence, authentic, learn_as="suspicious")  # a flagged image is never learned
+    assert evidence.refiner is not None and evidence.refiner.learned == 0
+    assert evidence.refiner.profile == base
+    _judge(evidence, authentic, learn_as="authentic")
+    assert evidence.refiner.learned == 1
+
+
+def test_a_state_from_an_earlier_enrolment_is_ignored_and_an_unreadable_one_kept_aside(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(2)
+    base = _base_profile(tmp_path / "profile.json", rng)
+    state = tmp_path / "refined.json"
+    first = ProfileRefiner(base, "a" * 64, state)
+    assert first.offer(_features(Panel(PanelSpec(31, shape=SHAPE)).acquire(rng)), "authentic")
+    first.save()
+    assert ProfileRefiner(base, "a" * 64, state).learned == 1  # same enrolment: picked up again
+    with caplog.at_level(logging.WARNING):
+        again = ProfileRefiner(base, "b" * 64, state)  # `edge-agent learn` ran again
+    assert again.learned == 0 and again.profile == base
+    assert "grew from another profile" in caplog.text
+    state.write_text('{"format": "edge-agent-refined-noise-profile", "version": 1, "profile": ')  # torn by hand
+    with caplog.at_level(logging.ERROR):
+        broken = ProfileRefiner(base, "a" * 64, state)
+    assert broken.profile == base and not state.exists()
+    assert (tmp_path / "refined.json.unreadable").exists() and "cannot be used" in caplog.text
+
+
+def test_refining_needs_a_profile_to_start_from(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text("forensics:\n  refine_profile: state/refined.json\n")
+    with pytest.raises(ConfigError, match="forensics.refine_profile is set but forensics.noise_profile is not"):
+        load_config(tmp_path / "agent.yaml")
+    (tmp_path / "agent.yaml").write_text("forensics:\n  refine_profile: [state]\n")
+    with pytest.raises(ConfigError, match="forensics.refine_profile: expected a file path"):
+        load_config(tmp_path / "agent.yaml")
+
+
+def _dicom(folder: Path, name: str, img: np.ndarray) -> Path:
+    px = np.round(img * 4095).astype(np.uint16)
+    return save(new_image(px, bits_stored=12, Modality="DX"), folder / name)
+
+
+def test_the_agent_keeps_what_it_learned_across_a_restart_and_scan_never_writes_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    _base_profile(tmp_path / "profile.json", rng)
+    state = tmp_path / "state" / "noise-profile.refined.json"
+    cfg = write_config(tmp_path, model={"backend": "onnxruntime", "threads": 1},
+                       hot_folder={"path": str(tmp_path / "hot"), "stable_seconds": 0.3, "poll_seconds": 0.1},
+                       forensics={"noise_profile": "profile.json", "refine_profile": "state/noise-profile.refined.json"})
+    (tmp_path / "hot").mkdir()
+    panel = Panel(PanelSpec(31, shape=SHAPE))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    files = [_dicom(staging, f"ours{i}.dcm", panel.acquire(rng)) for i in range(6)]
+    files.append(_dicom(staging, "grain.dcm", generated_like(rng, SHAPE, "uniform_grain", noise_std=0.012)))
+
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    for f in files:
+        f.rename(tmp_path / "hot" / f.name)
+    journal = tmp_path / "state" / "verdicts.jsonl"
+    wait_for(lambda: len(journal_records(journal)) == len(files), timeout=120, what="all verdicts")
+    assert agent.stop() == 0, agent.log_text()
+    verdicts = {r["name"]: r["verdicts"][0]["verdict"] for r in journal_records(journal)}
+    assert verdicts["grain.dcm"] in ("suspicious", "synthetic"), verdicts
+    authentic = sum(v == "authentic" for name, v in verdicts.items() if name.startswith("ours"))
+    assert authentic >= 4, verdicts
+    saved = json.loads(state.read_text())  # written at shutdown (fewer than 25 images)
+    assert 1 <= saved["learned"] <= authentic  # the grain image is not among them
+    assert saved["base_sha256"] == ProfileRefiner.sha256_of((tmp_path / "profile.json").read_text())
+
+    before = state.read_bytes()
+    probe = _dicom(staging, "probe.dcm", panel.acquire(rng))
+    scan = run_cli("scan", "--jsonl", "--config", str(cfg), str(probe))
+    assert scan.returncode == 0, scan.stderr
+    assert json.loads(scan.stdout.splitlines()[0])["verdict"] == "authentic"
+    assert state.read_bytes() == before  # scan reads the refined profile, never teaches it
+
+    again = AgentProcess(cfg, tmp_path / "agent2.log").start()
+    wait_for(lambda: "images learned on this device" in again.log_text(), timeout=60, what="refined state loaded")
+    assert again.stop() == 0
+    assert f"({saved['learned']} images learned on this device)" in again.log_text()
