@@ -195,6 +195,8 @@ def run_learn(args: argparse.Namespace) -> int:
     print(f"  fingerprint_sha256: {learned.fingerprint_sha256}")
     if device is not None:
         print(f"  enrolment_trust: {(args.identity / 'fleet-ca.pem').resolve()}   # signed by device {device.device_id}")
+    print(f"  # refine_profile: {(args.out / 'noise-profile.refined.json').resolve()}   "
+          "# let the agent follow slow drift (docs/forensics.md)")
     return 0
 
 
