@@ -97,7 +97,7 @@ def _worker(args: argparse.Namespace) -> None:
             items = [(Path(p), p) for p in paths] * args.repeat
             t0 = time.perf_counter()
             n = 0
-            for v, _, _ in pipe.process_many(items):
+            for v, *_ in pipe.process_many(items):
                 n += 1
                 for k in stages:
                     stages[k].append(getattr(v.timings_ms, k))

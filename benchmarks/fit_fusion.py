@@ -364,7 +364,7 @@ def real_files(table: Table, detector, rows: list[tuple[str, str, str, str, int]
     by_key: dict[ProfileKey, Evidence] = {k: Evidence(EvidenceSettings(noise_profile=p)) for k, p in profiles.items()}
     pipe = Pipeline(detector, evidence=plain)
     for path, family, domain, source, label in rows:
-        for verdict, fs, decoded in pipe.process_detailed(path):
+        for verdict, fs, decoded, _ in pipe.process_detailed(path):
             if fs is None or decoded is None:
                 print(f"  skipped {path}: {verdict.reasons[0].message}", file=sys.stderr)
                 continue

@@ -1,53 +1,84 @@
-"""Draw where the model saw evidence: the model's own class-activation map over the image.
+"""Draw where the evidence is: the model's own class-activation map (red) and, where a forensic
+layer localises what it found, its map (cyan: the device fingerprint is missing there, i.e. a
+region pasted or moved into an image of this detector; docs/forensics.md).
 
-The map comes from the same forward pass as the score (global average pooling + linear head
-make the CAM exact: the tile logit is the mean of its CAM), so no gradients are needed on the
-device. Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016.
+The model's map comes from the same forward pass as the score (global average pooling + linear
+head make the CAM exact: the tile logit is the mean of its CAM), so no gradients are needed on the
+device. Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR 2016. The
+layers' maps are per model tile (``LayerFinding.heat``, same origins), drawn the same way.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from .detect import FrameScore
 
-__all__ = ["heat_at_full_size", "render_overlay"]
+if TYPE_CHECKING:
+    from .forensics import LayerFinding
+
+__all__ = ["heat_at_full_size", "layer_heat_at_full_size", "render_overlay"]
 
 
 def heat_at_full_size(fs: FrameScore) -> np.ndarray:
     """Per-pixel evidence in logit units at the image grid (max over overlapping tiles)."""
+    return _tiles_at_full_size(fs.cam, fs, empty=-20.0)
+
+
+def layer_heat_at_full_size(fs: FrameScore, findings: Sequence[LayerFinding]) -> np.ndarray | None:
+    """The forensic layers' per-tile maps in [0, 1] at the image grid (max over layers and
+    overlapping tiles); ``None`` when no layer localised anything."""
+    maps = [f.heat for f in findings if f.heat is not None and f.heat.shape[0] == len(fs.origins) and f.heat.max() > 0]
+    if not maps:
+        return None
+    return np.max([_tiles_at_full_size(m, fs, empty=0.0) for m in maps], axis=0)
+
+
+def _tiles_at_full_size(maps: np.ndarray, fs: FrameScore, empty: float) -> np.ndarray:
+    """Per-tile maps ``[N, h, w]`` (tile ``i`` at ``fs.origins[i]``) up-sampled to the image grid."""
     h, w = fs.shape
     big_h, big_w = max(h, fs.tile), max(w, fs.tile)
     heat = np.full((big_h, big_w), -np.inf, dtype=np.float32)
-    for cam, (y, x) in zip(fs.cam, fs.origins):
-        ry, rx = fs.tile // cam.shape[0], fs.tile // cam.shape[1]
-        up = np.repeat(np.repeat(cam, ry, axis=0), rx, axis=1)
+    for m, (y, x) in zip(maps, fs.origins):
+        ry, rx = fs.tile // m.shape[0], fs.tile // m.shape[1]
+        up = np.repeat(np.repeat(m.astype(np.float32), ry, axis=0), rx, axis=1)
         up = np.pad(up, ((0, fs.tile - up.shape[0]), (0, fs.tile - up.shape[1])), mode="edge")
         region = heat[y : y + fs.tile, x : x + fs.tile]
         np.maximum(region, up, out=region)
     heat = heat[:h, :w]
     # Tiles skipped by max_tiles leave holes: show them as "no evidence" rather than -inf.
-    heat[~np.isfinite(heat)] = np.float32(-20.0)
+    heat[~np.isfinite(heat)] = np.float32(empty)
     return heat
 
 
-def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str, max_side: int = 1024) -> Path:
-    """Write a PNG: the image in grey, evidence in red (opacity rises with sigmoid(CAM))."""
+MODEL_COLOUR = (255.0, 0.0, 0.0)  # red: the model's evidence
+LAYER_COLOUR = (0.0, 255.0, 255.0)  # cyan: a forensic layer's local finding (fingerprint missing)
+
+
+def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str,
+                   findings: Sequence[LayerFinding] = (), max_side: int = 1024) -> Path:
+    """Write a PNG: the image in grey, the model's evidence in red (opacity rises with
+    sigmoid(CAM)), the layers' local findings in cyan over it."""
     h, w = frame.shape
     step = max(1, math.ceil(max(h, w) / max_side))
     size = (max(1, w // step), max(1, h // step))
     bilinear = Image.Resampling.BILINEAR
     grey = Image.fromarray((np.clip(frame, 0, 1) * 255).astype(np.uint8), "L").resize(size, bilinear)
+    mixed = np.asarray(grey.convert("RGB"), dtype=np.float32)
     prob = 1.0 / (1.0 + np.exp(-heat_at_full_size(fs).astype(np.float64)))
-    prob_img = Image.fromarray((prob * 255).astype(np.uint8), "L").resize(size, bilinear)
-    alpha = (np.asarray(prob_img, dtype=np.float32) / 255.0) ** 2 * 0.7
-    base = np.asarray(grey.convert("RGB"), dtype=np.float32)
-    red = np.array([255.0, 0.0, 0.0], dtype=np.float32)
-    mixed = base * (1 - alpha[..., None]) + red * alpha[..., None]
+    layers = layer_heat_at_full_size(fs, findings)
+    for strength, colour in ((prob, MODEL_COLOUR), (layers, LAYER_COLOUR)):
+        if strength is None:
+            continue
+        img = Image.fromarray((np.clip(strength, 0, 1) * 255).astype(np.uint8), "L").resize(size, bilinear)
+        alpha = (np.asarray(img, dtype=np.float32) / 255.0) ** 2 * 0.7
+        mixed = mixed * (1 - alpha[..., None]) + np.array(colour, dtype=np.float32) * alpha[..., None]
     out = Image.fromarray(mixed.astype(np.uint8), "RGB")
     ImageDraw.Draw(out).text((4, 4), f"{label} {fs.score:.3f}", fill=(255, 255, 0))
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .errors import UnreadableImage
 from .evidence import Evidence, EvidenceSettings, FrameEvidence
 from .fusion import fuse
 from .verdict import Reason, Timings, Verdict
+
+if TYPE_CHECKING:
+    from .forensics import LayerFinding
 
 __all__ = ["Pipeline", "ScoredFrame", "open_pipeline"]
 
@@ -33,7 +37,14 @@ log = logging.getLogger(__name__)
 # with the model's two oversubscribed the 2-core device (RG1: +73 % instead of +19 %).
 CONCURRENT_BELOW_TILES = 16
 
-ScoredFrame = tuple[Verdict, FrameScore | None, DecodedImage | None]
+class ScoredFrame(NamedTuple):
+    """One frame's verdict with what it was judged from: the model's score (CAM for heat maps), the
+    decoded image, and the frame layers' findings (their heat maps: fingerprint mismatch)."""
+
+    verdict: Verdict
+    score: FrameScore | None
+    decoded: DecodedImage | None
+    findings: tuple[LayerFinding, ...] = ()
 
 
 class Pipeline:
@@ -47,7 +58,7 @@ class Pipeline:
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
         """All verdicts for one file (one per frame)."""
-        return [v for v, _, _ in self.process_detailed(path, display)]
+        return [scored.verdict for scored in self.process_detailed(path, display)]
 
     def process_detailed(self, path: str | Path, display: str | None = None) -> list[ScoredFrame]:
         decoded, decode_ms = self._decode(path)
@@ -98,7 +109,7 @@ class Pipeline:
                 reasons=(Reason(decoded.code, str(decoded)),),
                 timings_ms=Timings(decode=decode_ms, total=decode_ms),
             )
-            return [(v, None, None)]
+            return [ScoredFrame(v, None, None)]
         out: list[ScoredFrame] = []
         multi = len(decoded.frames) > 1
         th = self.detector.manifest.thresholds
@@ -132,7 +143,7 @@ class Pipeline:
                 model=self.detector.model_ref,
                 facts=decoded.facts,
             )
-            out.append((v, fs, decoded))
+            out.append(ScoredFrame(v, fs, decoded, tuple(frame_evidence.findings)))
         return out
 
 

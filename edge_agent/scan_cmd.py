@@ -92,11 +92,11 @@ def run_scan(args: argparse.Namespace) -> int:
     if not args.jsonl:
         out.write(_row("VERDICT", "SCORE", "FRAME", "MS", "PATH / REASON") + "\n")
     last_path = None
-    for verdict, fs, decoded in pipeline.process_many(items):
+    for verdict, fs, decoded, findings in pipeline.process_many(items):
         verdicts.append(verdict)
         if args.heatmaps is not None and fs is not None and decoded is not None:
             frame = decoded.frames[verdict.frame or 0]
-            render_overlay(frame, fs, _heatmap_name(args.heatmaps, verdict), verdict.verdict)
+            render_overlay(frame, fs, _heatmap_name(args.heatmaps, verdict), verdict.verdict, findings)
         if args.jsonl:
             out.write(json.dumps(verdict.to_dict(), separators=(",", ":")) + "\n")
             out.flush()

@@ -57,7 +57,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def _score(pipeline: Pipeline, path: Path) -> tuple[float, np.ndarray]:
-    [(verdict, fs, _)] = pipeline.process_detailed(path)
+    [(verdict, fs, _, _)] = pipeline.process_detailed(path)
     assert fs is not None and verdict.score is not None, verdict.reasons
     return verdict.score, fs.tile_logits
 

@@ -163,3 +163,35 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
     after = verdicts()
     assert beside == after
     assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
+
+
+def test_the_heatmap_marks_where_a_region_from_another_detector_was_pasted(learned) -> None:
+    from PIL import Image
+
+    from edge_agent.forensics.simulator import splice
+
+    work, run = learned
+    (work / "agent.yaml").write_text(run.stdout)
+    rng = np.random.default_rng(5)
+    ours, theirs = Panel(PanelSpec(31, shape=SHAPE)), Panel(PanelSpec(35, shape=SHAPE))
+    forged, mask = splice(ours.acquire(rng), theirs.acquire(rng), rng, size=(120, 160))
+    folder = work / "heat"
+    save(new_image(np.round(forged * 4095).astype(np.uint16), bits_stored=12, Modality="DX"), folder / "forged.dcm")
+    save(new_image(np.round(ours.acquire(rng) * 4095).astype(np.uint16), bits_stored=12, Modality="DX"),
+         folder / "clean.dcm")
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "--heatmaps", "maps", "heat", cwd=work)
+    verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
+    assert "fingerprint.local_mismatch" in {r["code"] for r in verdicts["heat/forged.dcm"]["reasons"]}, scan.stderr
+
+    def cyan(name: str) -> np.ndarray:  # the layer's colour: G and B over R (grey, red and yellow have G <= R)
+        rgb = np.asarray(Image.open(work / "maps" / f"heat__{name}.heatmap.png").convert("RGB"), dtype=np.int16)
+        return rgb[..., 1] - rgb[..., 0]
+
+    forged_map, clean_map = cyan("forged.dcm"), cyan("clean.dcm")
+    assert forged_map.shape == SHAPE
+    ys, xs = np.nonzero(mask)
+    near = np.zeros(SHAPE, bool)
+    near[max(0, ys.min() - 48): ys.max() + 48, max(0, xs.min() - 48): xs.max() + 48] = True
+    assert forged_map[mask].mean() > 60, "the pasted region is not marked"
+    assert forged_map[~near].max() < 30, "fingerprint evidence drawn away from the pasted region"
+    assert clean_map.max() < 30
