@@ -3,7 +3,10 @@
 Gathers the bundled sample images (``samples/``: real radiographs and fakes made by this
 project's own generators, with licences in ``samples/README.md``), the real CR radiographs of
 the ``pydicom-data`` package when it is installed, and a copy-move forgery made on the spot from
-a real sample. Then:
+a real sample. It also renders a detector of its own (:mod:`.demo_device`: a simulated flat panel
+that learns its noise profile and fingerprint from ten first acquisitions, as ``edge-agent learn``
+does on a device) and the images it "acquires": authentic ones, one from another panel, one with a
+pasted region, one generated. Then:
 
 1. ``scan`` over them with the shipped model (or ``--model``): the verdict table, and heat maps
    of where the model saw evidence in ``OUT/heatmaps/``;
@@ -19,6 +22,7 @@ a step of the loop failed (the message names the step and the logs; nothing is l
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -60,10 +64,14 @@ def copy_move(image: np.ndarray, size: int, seed: int = 0) -> tuple[np.ndarray, 
     return out, (dy, dx, size, size)
 
 
-def _prepare(out: Path) -> Path:
+def _prepare(out: Path) -> tuple[Path, dict[str, str]]:
+    """The images to judge, and the ``forensics:`` section of the demo device that acquired some."""
+    from .demo_device import make_device
+
     images = out / "images"
-    if images.exists():
-        shutil.rmtree(images)
+    for old in (images, out / "device"):
+        if old.exists():
+            shutil.rmtree(old)
     shutil.copytree(samples_dir(), images, ignore=shutil.ignore_patterns("*.md", "LICENSE*"))
     try:
         from pydicom.data import get_testdata_file
@@ -84,7 +92,8 @@ def _prepare(out: Path) -> Path:
         forged, _ = copy_move(grey, size=max(32, min(grey.shape) // 6))
         (images / "tampered").mkdir(exist_ok=True)
         Image.fromarray(np.clip(forged, 0, 255).astype(np.uint8), "L").save(images / "tampered" / f"copy-move-{reals[0].name}")
-    return images
+    forensics = make_device(out / "device", images / "this-device")
+    return images, forensics
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -106,11 +115,16 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
-    images = _prepare(args.out)
-    print(f"demo: scanning {images} (heat maps in {args.out / 'heatmaps'})")
+    images, forensics = _prepare(args.out)
+    device_yaml = args.out / "device" / "device.yaml"
+    device_yaml.write_text(json.dumps({"forensics": forensics}, indent=2) + "\n")  # JSON is YAML
+    print(f"demo: a simulated detector learned its noise profile and fingerprint from 10 acquisitions "
+          f"({args.out / 'device'}); its new images are in {images / 'this-device'}")
+    print(f"demo: scanning {images} (heat maps in {args.out / 'heatmaps'}: the model's evidence red, "
+          "a missing device fingerprint cyan)")
     scan_args = argparse.Namespace(
         paths=[str(images)], jsonl=False, heatmaps=args.out / "heatmaps", model=args.model,
-        backend=args.backend, precision="auto", threads=2,
+        backend=args.backend, precision="auto", threads=2, config=device_yaml,
     )
     status = scan_cmd.run_scan(scan_args)
     if status == 2:
@@ -124,7 +138,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\ndemo: the whole loop on this machine, in {work}")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = run_loop(files, work.resolve(), args.model.resolve() if args.model else None, args.timeout)
+        result = run_loop(files, work.resolve(), args.model.resolve() if args.model else None, args.timeout,
+                          forensics=forensics)
     finally:
         signal.signal(signal.SIGTERM, previous)
     flagged = sum(1 for v in result.verdicts if v.get("label") in ("suspicious", "synthetic"))

@@ -157,7 +157,7 @@ def _make_pki(work: Path) -> tuple[Path, Path, Path, Path, Path]:
 
 
 def _write_configs(work: Path, port: int, ca_pem: Path, broker_key: Path, broker_cert: Path, device: Path,
-                   collector: Path, model: Path | None) -> tuple[Path, Path, Path]:
+                   collector: Path, model: Path | None, forensics: dict[str, str] | None = None) -> tuple[Path, Path, Path]:
     conf = write_broker_config(BrokerSite(SITE, ca_pem, broker_cert, broker_key, work / "broker", port=port, bind=LOOPBACK,
                                           collector=COLLECTOR_ID, run_as="root" if os.geteuid() == 0 else None))
     collector_yaml = work / "collector.yaml"
@@ -177,6 +177,7 @@ def _write_configs(work: Path, port: int, ca_pem: Path, broker_key: Path, broker
         "hot_folder": {"path": str(work / "hot"), "stable_seconds": 0.5, "poll_seconds": 0.2},
         "logging": {"level": "INFO"},
         "mqtt": {"host": LOOPBACK, "port": port, "site": SITE, "identity": str(device), "health_interval_s": 30},
+        **({"forensics": forensics} if forensics else {}),
     }, indent=2) + "\n")
     return conf, collector_yaml, agent_yaml
 
@@ -248,7 +249,7 @@ def _collector_table(kind: str, collector_yaml: Path) -> str:
 
 
 def run_loop(images: Sequence[Path], work: Path, model: Path | None, timeout: float,
-             say: Callable[[str], None] = print) -> LoopResult:
+             say: Callable[[str], None] = print, forensics: dict[str, str] | None = None) -> LoopResult:
     """Run the loop in ``work`` (created; must not exist yet) and print what the collector stored.
     Raises :class:`DemoError` naming the failed step, after stopping everything it started."""
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
@@ -266,7 +267,7 @@ def run_loop(images: Sequence[Path], work: Path, model: Path | None, timeout: fl
         with steps.step("fleet CA, broker server certificate, device and collector enrolled"):
             ca_pem, broker_key, broker_cert, device, collector = _make_pki(work)
             conf, collector_yaml, agent_yaml = _write_configs(work, port, ca_pem, broker_key, broker_cert, device,
-                                                              collector, model)
+                                                              collector, model, forensics)
         broker = _Service("mosquitto", [mosquitto, "-c", str(conf)], logs / "mosquitto.log")
         coll = _Service("edge-collector", py + ["edge_agent.collector_cli", "-v", "run", "--config", str(collector_yaml)],
                         logs / "collector.log")

@@ -62,9 +62,10 @@ LAYER_COLOUR = (0.0, 255.0, 255.0)  # cyan: a forensic layer's local finding (fi
 
 
 def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str,
-                   findings: Sequence[LayerFinding] = (), max_side: int = 1024) -> Path:
+                   findings: Sequence[LayerFinding] = (), max_side: int = 1024, score: float | None = None) -> Path:
     """Write a PNG: the image in grey, the model's evidence in red (opacity rises with
-    sigmoid(CAM)), the layers' local findings in cyan over it."""
+    sigmoid(CAM)), the layers' local findings in cyan over it; captioned with the verdict's
+    ``label`` and ``score`` (the fused one; the model's when not given)."""
     h, w = frame.shape
     step = max(1, math.ceil(max(h, w) / max_side))
     size = (max(1, w // step), max(1, h // step))
@@ -80,7 +81,7 @@ def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str
         alpha = (np.asarray(img, dtype=np.float32) / 255.0) ** 2 * 0.7
         mixed = mixed * (1 - alpha[..., None]) + np.array(colour, dtype=np.float32) * alpha[..., None]
     out = Image.fromarray(mixed.astype(np.uint8), "RGB")
-    ImageDraw.Draw(out).text((4, 4), f"{label} {fs.score:.3f}", fill=(255, 255, 0))
+    ImageDraw.Draw(out).text((4, 4), f"{label} {fs.score if score is None else score:.3f}", fill=(255, 255, 0))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out.save(out_path, format="PNG")
     return out_path

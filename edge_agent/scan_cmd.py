@@ -96,7 +96,8 @@ def run_scan(args: argparse.Namespace) -> int:
         verdicts.append(verdict)
         if args.heatmaps is not None and fs is not None and decoded is not None:
             frame = decoded.frames[verdict.frame or 0]
-            render_overlay(frame, fs, _heatmap_name(args.heatmaps, verdict), verdict.verdict, findings)
+            render_overlay(frame, fs, _heatmap_name(args.heatmaps, verdict), verdict.verdict, findings,
+                           score=verdict.score)
         if args.jsonl:
             out.write(json.dumps(verdict.to_dict(), separators=(",", ":")) + "\n")
             out.flush()

@@ -2,8 +2,9 @@
 samples, then runs the whole loop on loopback (fleet CA, Mosquitto with TLS and the ACL, the
 collector on SQLite, the agent's hot folder) and stops everything it started.
 
-The tiny test detector stands in for the shipped model so the run stays short; the loop does not
-care which model judges."""
+The first test runs the shipped model, as the README's command does (the demo device's forensic
+layers read the model's 256-px tiles); the failure test uses the tiny test detector, whose model
+does not matter there."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 
 
-def _demo(out: Path, model: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", "demo", "--out", str(out), "--model", str(model), *extra],
-                          capture_output=True, text=True, timeout=150)
+def _demo(out: Path, model: Path | None, *extra: str) -> subprocess.CompletedProcess[str]:
+    chosen = ["--model", str(model)] if model is not None else []
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", "demo", "--out", str(out), *chosen, *extra],
+                          capture_output=True, text=True, timeout=240)
 
 
 def _assert_nothing_left_running(stdout: str) -> None:
@@ -40,15 +42,23 @@ def _section_rows(stdout: str, command: str) -> int:
     return int(re.search(r"^\((\d+) rows?\)$", section, re.M).group(1))  # type: ignore[union-attr]
 
 
-def test_new_user_runs_the_demo_and_sees_every_image_verified_by_the_collector_and_the_alerts(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
+def test_new_user_runs_the_demo_and_sees_every_image_verified_by_the_collector_and_the_alerts(tmp_path: Path) -> None:
     out = tmp_path / "demo-out"
-    proc = _demo(out, tiny_model_dir, "--keep")
+    proc = _demo(out, None, "--keep")  # the shipped model, as the README's command runs it
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     images = sorted(p for p in (out / "images").rglob("*") if p.is_file())
-    assert len(images) >= 8  # bundled real, synthetic and tampered samples, plus the copy-move forgery
+    assert len(images) >= 13  # bundled samples, the copy-move forgery, the demo device's five images
+    # The demo device learned its noise profile and fingerprint; its layers name what they found
+    # (reasons are printed under every flagged row of the scan table).
+    scan_table = proc.stdout.split("demo: the whole loop", 1)[0]
+    rows = {line.split()[-1].rsplit("/", 1)[-1]: line for line in scan_table.splitlines()
+            if "/images/this-device/" in line}
+    assert set(rows) == {"authentic-1.dcm", "authentic-2.dcm", "other-detector.dcm", "spliced-region.dcm",
+                         "generated-uniform-grain.dcm"}, scan_table
+    assert "does not carry this detector's fingerprint" in scan_table.split("other-detector.dcm", 1)[1].split("\n")[1]
+    assert "fingerprint is missing around" in scan_table.split("spliced-region.dcm", 1)[1].split("\n")[1]
+    assert "noise does not rise with signal" in scan_table.split("generated-uniform-grain.dcm", 1)[1].split("\n")[1]
     assert _section_rows(proc.stdout, "verdicts") == len(images)
     assert _section_rows(proc.stdout, "alerts") >= 1
     assert "Clean shutdown." in proc.stdout

@@ -86,6 +86,19 @@ def test_image_of_another_modality_gets_no_score_rather_than_a_wrong_one(profile
     assert finding.score is None and finding.flagged_codes == ("physics.no_profile",)
 
 
+def test_an_8bit_export_is_not_judged_by_a_profile_learned_on_the_devices_dicom_output(profile):
+    # a PNG has no modality: its quantisation and compression reshape the noise the profile knows
+    facts = ImageFacts(container="png", file_sha256="", pixel_sha256="", rows=512, columns=512, frames=1,
+                       bits_stored=8, photometric="MONOCHROME2", modality="")
+    img = np.round(Panel(PanelSpec(36, shape=SHAPE)).acquire(np.random.default_rng(17)) * 255) / 255
+    tiles, origins = grid_tiles(img.astype(np.float32), 256, 64)
+    finding = NoiseCheck(profile).check(img, tiles, origins, facts)
+    assert finding.score is None and finding.flagged_codes == ("physics.no_profile",)
+    assert "png image without a DICOM modality" in finding.reasons[0].message
+    modality_free = NoiseProfile(modality="", stats=profile.stats)  # learned on exports: it judges them
+    assert NoiseCheck(modality_free).check(img, tiles, origins, facts).score is not None
+
+
 def test_blank_image_cannot_be_measured_and_says_so(profile):
     finding = _check(profile, np.ones(SHAPE, np.float32))
     assert finding.score is None

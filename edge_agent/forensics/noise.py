@@ -381,10 +381,14 @@ class NoiseCheck:
                           facts: ImageFacts | None = None) -> tuple[LayerFinding, NoiseFeatures | None]:
         """The finding and the features it judged (``None`` for another modality's image), so the
         agent can refine the profile with the same measurement (:mod:`.refine`)."""
-        if facts is not None and facts.modality and self.profile.modality and facts.modality != self.profile.modality:
+        want = self.profile.modality
+        if facts is not None and want and facts.modality != want:
+            # A profile learned on this device's DICOM output does not judge other outputs: another
+            # modality, or an 8-bit PNG/JPEG export (quantisation and compression reshape its noise)
+            what = (f"modality {facts.modality}" if facts.modality
+                    else f"a {facts.container} image without a DICOM modality")
             return LayerFinding("physics", None, (Reason(
-                "physics.no_profile", f"no noise profile for modality {facts.modality} "
-                f"(this one is for {self.profile.modality})"),)), None
+                "physics.no_profile", f"no noise profile for {what} (this one is for {want} acquisitions)"),)), None
         if tiles is None:
             tiles, _ = grid_tiles(frame, self.tile, 64)
         feats = image_noise(tiles, self.max_tiles)
