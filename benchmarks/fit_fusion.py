@@ -581,14 +581,7 @@ NOTES = """## Read this before relying on it
   those devices exists to learn from. The fusion cannot change the model's verdict on them (no
   fingerprint, no profile, the metadata rules find nothing), so form C gives the model's verdict;
   forms A and B flag them through their bias and thresholds.
-* **Metadata: held at weight 0 by the data, which is a defect of the data.** The index's
-  simulated DX DICOMs (source `sim`, `models/train/simdata.py`) carry no KVP or
-  ImagerPixelSpacing, so `metadata.acquisition_attributes_missing` fires on authentic ones as often
-  as on the fakes made from them; the fit wants a negative weight, which would let a missing
-  attribute argue for authenticity, so it is held at 0. The shipped fusion therefore gives the
-  metadata rules no say in the fused score (their reasons are still reported); the unfitted default
-  was 6. Writing those attributes in the simulator (or adding fake DICOMs with broken metadata to
-  validation) and refitting would let it be fitted.
+{metadata_bullet}
 * **The model does not transfer to the simulator**: it flags {sim_fp} of the simulated authentic
   test images as suspicious or worse (real test images: {real_fp}). The simulated families are
   therefore won by the fingerprint/physics layers, and the fitted fingerprint offset
@@ -658,6 +651,23 @@ def _metadata_note(val: dict) -> str:
     return (f"*metadata: the layer judged {int(judged.sum())} validation DICOMs and fired (score > 0) on "
             f"{auth} authentic and {fake} fake ones (of {int(np.sum(judged & (val['label'] == 0)))} / "
             f"{int(np.sum(judged & (val['label'] == 1)))}; source {srcs}): fitted on those (a weight below 0 is held at 0).")
+
+
+def _metadata_bullet(val: dict, ship: FusionModel) -> str:
+    """The notes' paragraph on the metadata layer's weight, from what it did on validation."""
+    scores = val["scores"][:, 2]
+    fired = ~np.isnan(scores) & (scores > 0)
+    if not fired.any():
+        return (f"* **Metadata: not fitted, at the documented default ({ship.metadata:g}).** The simulated CR/DX "
+                "DICOMs write KVP, ExposureInuAs and ImagerPixelSpacing (`models/train/simdata.py`), so no rule fires "
+                "on an authentic validation DICOM; the fakes made from DICOMs keep their source's header (the format "
+                "chain copies it), so none fires on a fake either: there is nothing to fit. A rule that fires on a "
+                f"device adds up to {ship.metadata:g} logits (its reasons are always reported). Fitting the weight "
+                "needs fake DICOMs with broken headers in validation.")
+    auth = int(np.sum(fired & (val["label"] == 0)))
+    return (f"* **Metadata: fitted to {ship.metadata:.2f}.** The rules fired on {auth} authentic and "
+            f"{int(fired.sum()) - auth} fake validation DICOMs; a weight below 0 would let a broken header argue "
+            "for authenticity, so it is held at 0 or above.")
 
 
 def _share(a: dict, domain: str, threshold: float) -> str:
@@ -771,7 +781,8 @@ def main() -> None:
                         real_fp=_share(test, "real", th.suspicious),
                         beats=", ".join(f for f, v in meta["verdicts"].items() if v == "yes") or "none",
                         not_beats=", ".join(f"{f} ({v})" for f, v in meta["verdicts"].items() if v != "yes") or "none",
-                        data_note=_data_note(model_dir, test), **_fp_notes(test, ship, th.suspicious)), ""]
+                        data_note=_data_note(model_dir, test), metadata_bullet=_metadata_bullet(val, ship),
+                        **_fp_notes(test, ship, th.suspicious)), ""]
     print("\n".join(doc))
     if not args.dry_run:
         args.out.write_text(ship.to_json() + "\n")
