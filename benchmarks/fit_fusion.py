@@ -582,9 +582,10 @@ NOTES = """## Read this before relying on it
   fingerprint, no profile, the metadata rules find nothing), so form C gives the model's verdict;
   forms A and B flag them through their bias and thresholds.
 {metadata_bullet}
-* **The model does not transfer to the simulator**: it flags {sim_fp} of the simulated authentic
-  test images as suspicious or worse (real test images: {real_fp}). The simulated families are
-  therefore won by the fingerprint/physics layers, and the fitted fingerprint offset
+* **The model alone does not see the simulated attacks that keep real detector noise** (another
+  panel's image, splices, copy-moves: see the AUC column); it flags {sim_fp} of the simulated
+  authentic test images as suspicious or worse (real test images: {real_fp}). The simulated families
+  are therefore won by the fingerprint/physics layers, and the fitted fingerprint offset
   (`fingerprint_judged` < 0, "this detector's own fingerprint is present") is what discounts the
   model on images that carry the fingerprint. That offset is fitted on simulated panels: refit it on
   the device's own authentic frames (and attacks made from them) before trusting it - a negative
