@@ -3,6 +3,7 @@ authentic acquisitions (issue 6: "enroll: estimate the fingerprint from the firs
 acquisitions on the device, or from the vendor's flat-field calibration frames").
 
     edge-agent learn --out /etc/edge-agent/device [--identity /var/lib/edge-agent/identity] /data/first-acquisitions/
+    edge-agent learn --out DIR [/data/first-acquisitions/] --flat-fields /factory/flat-fields/
 
 reads every image under the given paths with the agent's own decoder, measures the noise of
 each frame on the model's tiles as the check reads it (:func:`edge_agent.forensics.noise.image_noise`)
@@ -13,6 +14,11 @@ for ``agent.yaml`` / ``scan --config``, with the fingerprint's SHA-256 pin. With
 (the device's enrolment folder, ``edge-agent enroll``) the device key signs both files
 (``enrolment.sig.json``, :mod:`edge_agent.trust.enrolment_signing`) and the printed lines make
 the agent check that signature against the fleet CA before it uses them.
+
+With ``--flat-fields`` the fingerprint comes from the vendor's flat-field calibration frames
+(uniform exposures; no patient image needed, so a vendor can enrol at the factory) and the
+acquisitions, if given, teach only the noise profile (a flat frame has one grey level: it cannot
+show how noise follows the signal); without acquisitions no profile is written.
 
 The images must be authentic output of ONE detector (one modality); what cannot be used is named
 on stderr and skipped, and nothing is written unless enough images remain.
@@ -47,7 +53,7 @@ MIN_IMAGES = 8  # fingerprint local map: N >= 8 gives 99-100 % pointing on simul
 class Learned:
     """What one enrolment produced, before anything is written."""
 
-    profile_json: str
+    profile_json: str | None  # None: learned from flat-field frames only, no noise profile
     fingerprint_bytes: bytes
     fingerprint_sha256: str
     modality: str
@@ -60,22 +66,63 @@ class Learned:
 Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
 
 
-def learn_device(read: Frames, modality: str | None = None, min_images: int = MIN_IMAGES,
-                 fingerprint_model: str = "additive") -> Learned:
+def learn_device(read: Frames | None, modality: str | None = None, min_images: int = MIN_IMAGES,
+                 fingerprint_model: str = "additive", flat_fields: Frames | None = None) -> Learned:
     """Noise profile and fingerprint from authentic acquisitions.
 
     ``read()`` yields ``(name, modality, frame)`` with frames float32 grey in [0, 1] as the agent
     decodes them; it is called twice (noise and sizes, then the fingerprint), so at most one image is
     in memory at a time however many are learned from. The fingerprint takes the frames of the most
     common size (the detector's native grid); the profile takes every frame of the modality.
+    ``flat_fields()``, when given, yields the vendor's flat-field calibration frames (uniform
+    exposures, no anatomy): the fingerprint is enrolled from them instead, and ``read`` (may then be
+    ``None``: no noise profile) feeds only the profile; flat frames have one grey level, so they
+    cannot teach how noise follows the signal.
     Raises :class:`ForensicsError` when fewer than ``min_images`` frames are usable.
     """
-    from .forensics import FingerprintEnrollment, NoiseProfile
-    from .forensics.noise import image_noise
+    from .forensics import FingerprintEnrollment
 
     if min_images < 2:
         raise ForensicsError(f"min_images {min_images}: at least 2 images are needed to tell a fixed pattern from noise")
+    if read is None and flat_fields is None:
+        raise ForensicsError("nothing to learn from: give acquisitions, flat-field frames, or both")
     notes: list[str] = []
+    profile_json, noise_images, shapes = None, 0, collections.Counter[tuple[int, int]]()
+    ours: Callable[[str], bool] = lambda m: True  # noqa: E731
+    if read is not None:
+        profile_json, noise_images, modality, shapes, ours = _learn_profile(read, modality, min_images, notes)
+    source = read
+    if flat_fields is not None:
+        source, ours = flat_fields, lambda m: True  # noqa: E731
+        shapes = collections.Counter((int(f.shape[0]), int(f.shape[1])) for _, _, f in flat_fields())
+        modality = modality or ""
+    assert source is not None
+    if not shapes:
+        raise ForensicsError("no usable frame to enrol the fingerprint from")
+    shape, count = shapes.most_common(1)[0]
+    if count < min_images:
+        raise ForensicsError(f"only {count} image(s) share the most common size {shape[0]}x{shape[1]}; the fingerprint "
+                             f"needs at least {min_images} full-size images of the detector")
+    if len(shapes) > 1:
+        notes.append(f"{sum(shapes.values()) - count} frame(s) of another size than {shape[0]}x{shape[1]} left out of "
+                     "the fingerprint (it is tied to the detector's native grid)")
+    acc = FingerprintEnrollment(shape, fingerprint_model)
+    for _, m, frame in source():
+        if ours(m) and frame.shape == shape:
+            acc.add(frame)
+    if acc.images != count:
+        raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
+    fp = acc.finish().quantised(8)
+    return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes)
+
+
+def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: list[str]
+                   ) -> tuple[str, int, str, collections.Counter[tuple[int, int]], Callable[[str], bool]]:
+    """One pass over the acquisitions: the noise profile (JSON), how many frames it learned from,
+    the modality, the frame sizes of that modality, and which modalities count as this device's."""
+    from .forensics import NoiseProfile
+    from .forensics.noise import image_noise
+
     seen: list[tuple[str, tuple[int, int], NoiseFeatures | None]] = []  # modality, shape, noise per frame
     for name, m, frame in read():
         tiles, _ = grid_tiles(frame, 256, 64)
@@ -89,9 +136,10 @@ def learn_device(read: Frames, modality: str | None = None, min_images: int = MI
             raise ForensicsError(f"the images are of several modalities ({', '.join(named)}): a noise profile "
                                  "is per modality; pass --modality to choose one")
         modality = named[0] if named else ""
+    chosen = modality
 
     def ours(m: str) -> bool:
-        return not m or not modality or m == modality
+        return not m or not chosen or m == chosen
 
     kept = [(sh, f) for m, sh, f in seen if ours(m)]
     if len(kept) < len(seen):
@@ -99,23 +147,8 @@ def learn_device(read: Frames, modality: str | None = None, min_images: int = MI
     feats = [f for _, f in kept if f is not None]
     if len(feats) < min_images:
         raise ForensicsError(f"{len(feats)} usable image(s) for the noise profile; at least {min_images} are needed")
-    shapes = collections.Counter(sh for sh, _ in kept)
-    shape, count = shapes.most_common(1)[0]
-    if count < min_images:
-        raise ForensicsError(f"only {count} image(s) share the most common size {shape[0]}x{shape[1]}; the fingerprint "
-                             f"needs at least {min_images} full-size images of the detector")
-    if len(shapes) > 1:
-        notes.append(f"{len(kept) - count} frame(s) of another size than {shape[0]}x{shape[1]} left out of the "
-                     "fingerprint (it is tied to the detector's native grid)")
-    acc = FingerprintEnrollment(shape, fingerprint_model)
-    for _, m, frame in read():
-        if ours(m) and frame.shape == shape:
-            acc.add(frame)
-    if acc.images != count:
-        raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
-    fp = acc.finish().quantised(8)
     profile = NoiseProfile.fit(feats, modality=modality, source=f"edge-agent learn: {len(feats)} authentic images")
-    return Learned(profile.to_json(), fp.to_bytes(), fp.sha256, modality, shape, len(feats), acc.images, notes)
+    return profile.to_json(), len(feats), modality, collections.Counter(sh for sh, _ in kept), ours
 
 
 def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarray]]:
@@ -163,47 +196,64 @@ def run_learn(args: argparse.Namespace) -> int:
             from .trust.enrollment import DeviceState
 
             device = DeviceState(args.identity).load()
-        first = [True]
+        if not args.paths and not args.flat_fields:
+            raise ForensicsError("give acquisitions (PATH...), flat-field frames (--flat-fields PATH...), or both")
 
-        def read() -> Iterator[tuple[str, str, np.ndarray]]:
-            report, first[0] = first[0], False
-            return _frames(args.paths, report)
+        def reader(paths: list[str]) -> Frames:
+            first = [True]
 
-        learned = learn_device(read, args.modality, args.min_images, args.fingerprint_model)
+            def read() -> Iterator[tuple[str, str, np.ndarray]]:
+                report, first[0] = first[0], False
+                return _frames(paths, report)
+            return read
+
+        learned = learn_device(reader(args.paths) if args.paths else None, args.modality, args.min_images,
+                               args.fingerprint_model, reader(args.flat_fields) if args.flat_fields else None)
     except EdgeAgentError as exc:
         print(f"edge-agent learn: {exc}; nothing written", file=sys.stderr)
         return 2
     for note in learned.notes:
         print(f"edge-agent learn: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    _write(targets[0], learned.profile_json.encode())
-    _write(targets[1], learned.fingerprint_bytes)
+    files = {targets[1].name: learned.fingerprint_bytes}
+    if learned.profile_json is not None:
+        files[targets[0].name] = learned.profile_json.encode()
+    elif targets[0].exists():  # --force: the folder holds exactly what this enrolment learned
+        targets[0].unlink()
+    for name, data in files.items():
+        _write(out / name, data)
     if device is not None:
         from .trust.certs import utcnow
         from .trust.enrolment_signing import sign_enrolment
 
-        files = {targets[0].name: learned.profile_json.encode(), targets[1].name: learned.fingerprint_bytes}
         _write(sig_path, sign_enrolment(device.device_id, files, device.key, device.chain, utcnow()))
     elif sig_path.exists():  # --force without --identity: an old signature would not match
         sig_path.unlink()
     h, w = learned.shape
+    whence = "flat-field frame(s)" if args.flat_fields else "frame(s)"
     print(f"# learned from {learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile) and "
-          f"{learned.fingerprint_images} of {h}x{w} (fingerprint); add to agent.yaml or a scan --config file:")
+          f"{learned.fingerprint_images} {whence} of {h}x{w} (fingerprint); add to agent.yaml or a scan --config file:")
     print("forensics:")
-    print(f"  noise_profile: {targets[0].resolve()}")
+    if learned.profile_json is not None:
+        print(f"  noise_profile: {targets[0].resolve()}")
     print(f"  fingerprint: {targets[1].resolve()}")
     print(f"  fingerprint_sha256: {learned.fingerprint_sha256}")
     if device is not None:
         print(f"  enrolment_trust: {(args.identity / 'fleet-ca.pem').resolve()}   # signed by device {device.device_id}")
-    print(f"  # refine_profile: {(args.out / 'noise-profile.refined.json').resolve()}   "
-          "# let the agent follow slow drift (docs/forensics.md)")
+    if learned.profile_json is not None:
+        print(f"  # refine_profile: {(args.out / 'noise-profile.refined.json').resolve()}   "
+              "# let the agent follow slow drift (docs/forensics.md)")
     return 0
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("learn", help="learn this device's noise profile and fingerprint from authentic images",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="authentic acquisitions of this detector (files or folders)")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="authentic acquisitions of this detector (files or folders)")
+    p.add_argument("--flat-fields", nargs="+", metavar="PATH", default=[],
+                   help="the vendor's flat-field calibration frames of this detector (files or folders): enrol the "
+                        "fingerprint from them (e.g. at the factory); PATHs, if any, then teach only the noise profile "
+                        "(give them before this option)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for noise-profile.json and fingerprint.bin")
     p.add_argument("--modality", help="use only images of this DICOM modality (e.g. DX, CR)")
     p.add_argument("--min-images", type=int, default=MIN_IMAGES, help=f"fewest usable images (default {MIN_IMAGES})")

@@ -195,3 +195,48 @@ def test_the_heatmap_marks_where_a_region_from_another_detector_was_pasted(learn
     assert forged_map[mask].mean() > 60, "the pasted region is not marked"
     assert forged_map[~near].max() < 30, "fingerprint evidence drawn away from the pasted region"
     assert clean_map.max() < 30
+
+
+def _flat_fields(folder: Path, panel_seed: int, n: int, seed: int) -> None:
+    """``n`` flat-field calibration frames: uniform exposures at several doses, no anatomy."""
+    panel, rng = Panel(PanelSpec(panel_seed, shape=SHAPE)), np.random.default_rng(seed)
+    for i in range(n):
+        px = panel.acquire(rng, dose=float(rng.uniform(3000, 20000)), grid=False,
+                           attenuation=np.full(SHAPE, 0.5, np.float32))
+        save(new_image(np.round(px * 4095).astype(np.uint16), bits_stored=12, Modality="DX"), folder / f"flat{i:02d}.dcm")
+
+
+def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(tmp_path: Path) -> None:
+    from edge_agent.forensics.simulator import splice
+
+    _flat_fields(tmp_path / "flats", panel_seed=37, n=12, seed=3)
+    run = _cli("learn", "--out", tmp_path / "device", "--flat-fields", "flats", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in (tmp_path / "device").iterdir()) == ["fingerprint.bin"]  # no anatomy: no profile
+    assert "noise_profile" not in run.stdout and "12 flat-field frame(s)" in run.stdout
+    (tmp_path / "agent.yaml").write_text(run.stdout)
+    rng = np.random.default_rng(4)
+    ours, theirs = Panel(PanelSpec(37, shape=SHAPE)), Panel(PanelSpec(38, shape=SHAPE))
+    patients = tmp_path / "patients"
+    for name, img in (("ours.dcm", ours.acquire(rng)), ("theirs.dcm", theirs.acquire(rng)),
+                      ("spliced.dcm", splice(ours.acquire(rng), theirs.acquire(rng), rng)[0])):
+        save(new_image(np.round(img * 4095).astype(np.uint16), bits_stored=12, Modality="DX"), patients / name)
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "patients", cwd=tmp_path)
+    codes = {v["path"]: {r["code"] for r in v["reasons"]} for v in map(json.loads, scan.stdout.splitlines())}
+    assert not any(c.startswith("fingerprint.") for c in codes["patients/ours.dcm"]), codes
+    assert "fingerprint.absent" in codes["patients/theirs.dcm"]
+    assert "fingerprint.local_mismatch" in codes["patients/spliced.dcm"]
+
+    # On the device, its first acquisitions add the noise profile; the fingerprint stays the factory's.
+    _acquisitions(tmp_path / "first", panel_seed=37, n=8, seed=5)
+    again = _cli("learn", "--out", tmp_path / "device", "--force", "first", "--flat-fields", "flats", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert NoiseProfile.from_json((tmp_path / "device" / "noise-profile.json").read_text()).images == 8
+    fp = Fingerprint.from_bytes((tmp_path / "device" / "fingerprint.bin").read_bytes())
+    assert f"fingerprint_sha256: {fp.sha256}" in run.stdout and fp.images == 12  # the factory's flat frames
+
+
+def test_learn_without_images_says_what_to_give(tmp_path: Path) -> None:
+    run = _cli("learn", "--out", tmp_path / "device", cwd=tmp_path)
+    assert run.returncode == 2 and "give acquisitions (PATH...), flat-field frames" in run.stderr
+    assert not (tmp_path / "device").exists()
