@@ -5,6 +5,7 @@ simulator, metadata rules on the real DICOM files shipped with pydicom, pydicom-
     python -m benchmarks.eval_forensics --only metadata
     python -m benchmarks.eval_forensics --scale 0.3    # fewer images, for a quick look
     python -m benchmarks.eval_forensics --only calibration   # the local map's settings, on other panels
+    python -m benchmarks.eval_forensics --only flat    # fingerprint enrolled from flat-field frames
 
 Prints markdown tables (the ones in docs/forensics.md). Everything is seeded; the simulator is
 ``edge_agent.forensics.simulator``. Real-panel validation is NOT here: it needs raw frames from
@@ -348,9 +349,45 @@ def evaluate_metadata(out: list[str]) -> None:
     out.append("")
 
 
+FLAT_PANELS = (401, 402, 403)  # enrolled from flat-field frames only
+FLAT_DONORS = (404, 405)
+
+
+def evaluate_flat_field_enrolment(scale: float, out: list[str]) -> None:
+    """The fingerprint enrolled from flat-field calibration frames (uniform exposures at random
+    doses, no anatomy; ``edge-agent learn --flat-fields``), checked on anatomy images."""
+    from edge_agent.forensics.simulator import copy_move, splice
+
+    rng = np.random.default_rng(4000)
+    donors = [Panel(PanelSpec(s, shape=SHAPE)) for s in FLAT_DONORS]
+    out.append("#### Fingerprint enrolled from flat-field frames (additive model, int8; `--only flat`)\n")
+    out.append("| panel | flat frames | PCE own images (min / median) | PCE other panels (max) | authentic flagged | "
+               "splices found (local) | copy-moves found (local) |")
+    out.append("|---|---|---|---|---|---|---|")
+    n_auth, n_att = _n(30, scale), _n(10, scale)
+    for seed in FLAT_PANELS:
+        panel = Panel(PanelSpec(seed, shape=SHAPE))
+        for frames in (8, 16):
+            acc = FingerprintEnrollment(SHAPE, "additive")
+            for _ in range(frames):
+                acc.add(panel.acquire(rng, dose=float(rng.uniform(3000, 20000)), grid=False,
+                                      attenuation=np.full(SHAPE, 0.5, np.float32)))
+            check = FingerprintCheck(acc.finish().quantised(8))
+            own = [check.check(panel.acquire(rng)) for _ in range(n_auth)]
+            pce_own = [check.measure(panel.acquire(rng)).pce for _ in range(min(10, n_auth))]
+            pce_other = [check.measure(d.acquire(rng)).pce for d in donors for _ in range(3)]
+            spl = sum("fingerprint.local_mismatch" in check.check(
+                splice(panel.acquire(rng), donors[i % 2].acquire(rng), rng)[0]).flagged_codes for i in range(n_att))
+            cm = sum("fingerprint.local_mismatch" in check.check(copy_move(panel.acquire(rng), rng)[0]).flagged_codes
+                     for _ in range(n_att))
+            out.append(f"| {seed} | {frames} | {min(pce_own):.0f} / {np.median(pce_own):.0f} | {max(pce_other):.1f} | "
+                       f"{sum(bool(f.flagged_codes) for f in own)} / {n_auth} | {spl} / {n_att} | {cm} / {n_att} |")
+    out.append("")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("fingerprint", "metadata", "calibration"),
+    ap.add_argument("--only", choices=("fingerprint", "metadata", "calibration", "flat"),
                     help="run one part (fingerprint includes noise; calibration is run only when asked for)")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the default image counts")
     args = ap.parse_args()
@@ -361,6 +398,8 @@ def main() -> None:
         evaluate_fingerprint_and_noise(args.scale, out)
     if args.only == "calibration":
         evaluate_local_calibration(args.scale, out)
+    if args.only in (None, "flat"):
+        evaluate_flat_field_enrolment(args.scale, out)
     print("\n".join(out))
 
 
