@@ -214,7 +214,8 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
 
             text = p.read_text()
             profile, profile_sha = NoiseProfile.from_json(text), ProfileRefiner.sha256_of(text)
-        refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None)
+        refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None,
+                                     [q for q in (path("noise_profile"), path("fingerprint"), path("fusion")) if q])
         if (p := path("fingerprint")) is not None:
             from .forensics import Fingerprint
 
@@ -241,7 +242,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
     )
 
 
-def _refine_state(value: Any, base_dir: Path, has_profile: bool) -> Path | None:
+def _refine_state(value: Any, base_dir: Path, has_profile: bool, inputs: list[Path]) -> Path | None:
     """``forensics.refine_profile``: a file the agent creates and rewrites (with its folder, at start)."""
     if value is None:
         return None
@@ -254,4 +255,7 @@ def _refine_state(value: Any, base_dir: Path, has_profile: bool) -> Path | None:
     p = p if p.is_absolute() else base_dir / p
     if p.is_dir():
         raise ConfigError(f"forensics.refine_profile: {p} is a folder; give a file path")
+    if any(p.resolve() == q.resolve() for q in inputs):
+        raise ConfigError(f"forensics.refine_profile: {p} is one of the learned files the agent reads; give a "
+                          "separate, writable file (e.g. in the agent's state_dir)")
     return p

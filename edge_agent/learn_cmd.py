@@ -3,7 +3,7 @@ authentic acquisitions (issue 6: "enroll: estimate the fingerprint from the firs
 acquisitions on the device, or from the vendor's flat-field calibration frames").
 
     edge-agent learn --out /etc/edge-agent/device [--identity /var/lib/edge-agent/identity] /data/first-acquisitions/
-    edge-agent learn --out DIR [/data/first-acquisitions/] --flat-fields /factory/flat-fields/
+    edge-agent learn --out DIR --flat-fields /factory/flat-fields/ [/data/first-acquisitions/]
 
 reads every image under the given paths with the agent's own decoder, measures the noise of
 each frame on the model's tiles as the check reads it (:func:`edge_agent.forensics.noise.image_noise`)
@@ -93,9 +93,16 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         profile_json, noise_images, modality, shapes, ours = _learn_profile(read, modality, min_images, notes)
     source = read
     if flat_fields is not None:
+        acquired = shapes.most_common(1)[0][0] if shapes else None
         source, ours = flat_fields, lambda m: True  # noqa: E731
         shapes = collections.Counter((int(f.shape[0]), int(f.shape[1])) for _, _, f in flat_fields())
         modality = modality or ""
+        if acquired is not None and shapes and acquired not in shapes:
+            flat = shapes.most_common(1)[0][0]
+            notes.append(f"the acquisitions are {acquired[0]}x{acquired[1]} but the flat-field frames "
+                         f"{flat[0]}x{flat[1]}: images of the acquisitions' size will not be checked against the "
+                         "fingerprint (fingerprint.geometry_mismatch); enrol from frames at the size the detector "
+                         "delivers")
     assert source is not None
     if not shapes:
         raise ForensicsError("no usable frame to enrol the fingerprint from")
@@ -231,8 +238,10 @@ def run_learn(args: argparse.Namespace) -> int:
         sig_path.unlink()
     h, w = learned.shape
     whence = "flat-field frame(s)" if args.flat_fields else "frame(s)"
-    print(f"# learned from {learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile) and "
-          f"{learned.fingerprint_images} {whence} of {h}x{w} (fingerprint); add to agent.yaml or a scan --config file:")
+    profile_part = (f"{learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile) and "
+                    if learned.profile_json is not None else "")
+    print(f"# learned from {profile_part}{learned.fingerprint_images} {whence} of {h}x{w} (fingerprint); "
+          "add to agent.yaml or a scan --config file:")
     print("forensics:")
     if learned.profile_json is not None:
         print(f"  noise_profile: {targets[0].resolve()}")
@@ -241,8 +250,8 @@ def run_learn(args: argparse.Namespace) -> int:
     if device is not None:
         print(f"  enrolment_trust: {(args.identity / 'fleet-ca.pem').resolve()}   # signed by device {device.device_id}")
     if learned.profile_json is not None:
-        print(f"  # refine_profile: {(args.out / 'noise-profile.refined.json').resolve()}   "
-              "# let the agent follow slow drift (docs/forensics.md)")
+        print("  # refine_profile: STATE_DIR/noise-profile.refined.json   # a file the agent may write, beside its "
+              "state: let it follow slow drift (docs/forensics.md)")
     return 0
 
 
@@ -250,10 +259,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p = sub.add_parser("learn", help="learn this device's noise profile and fingerprint from authentic images",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="*", metavar="PATH", help="authentic acquisitions of this detector (files or folders)")
-    p.add_argument("--flat-fields", nargs="+", metavar="PATH", default=[],
-                   help="the vendor's flat-field calibration frames of this detector (files or folders): enrol the "
-                        "fingerprint from them (e.g. at the factory); PATHs, if any, then teach only the noise profile "
-                        "(give them before this option)")
+    p.add_argument("--flat-fields", action="append", metavar="PATH", default=[],
+                   help="the vendor's flat-field calibration frames of this detector (a file or folder; repeat for "
+                        "more): enrol the fingerprint from them (e.g. at the factory); PATHs, if any, then teach only "
+                        "the noise profile")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for noise-profile.json and fingerprint.bin")
     p.add_argument("--modality", help="use only images of this DICOM modality (e.g. DX, CR)")
     p.add_argument("--min-images", type=int, default=MIN_IMAGES, help=f"fewest usable images (default {MIN_IMAGES})")

@@ -122,7 +122,8 @@ class Pipeline:
             findings = [*file_findings, *frame_evidence.findings]
             model_reason = _model_reason(th.label(fs.score), fs, th.suspicious)
             fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion)
-            self.evidence.learn(frame_evidence, fused.label)
+            if i == 0:  # one frame per file teaches the noise profile (a 100-frame file counts once)
+                self.evidence.learn(frame_evidence, fused.label)
             forensics_ms = layers_ms + (file_ms if i == 0 else 0.0)
             work = fs.preprocess_ms + fs.infer_ms + forensics_ms
             v = Verdict(

@@ -48,6 +48,7 @@ def test_image_from_another_panel_of_the_same_model_is_flagged_fingerprint_absen
     finding, m, _ = _check(check, panels[1].acquire(np.random.default_rng(3)))
     assert "fingerprint.absent" in finding.flagged_codes
     assert finding.score is not None and finding.score > 0.9
+    assert finding.heat is None  # absent everywhere: no region to point at in the heat map
     assert m.pce < 50
 
 

@@ -229,7 +229,7 @@ def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(t
 
     # On the device, its first acquisitions add the noise profile; the fingerprint stays the factory's.
     _acquisitions(tmp_path / "first", panel_seed=37, n=8, seed=5)
-    again = _cli("learn", "--out", tmp_path / "device", "--force", "first", "--flat-fields", "flats", cwd=tmp_path)
+    again = _cli("learn", "--out", tmp_path / "device", "--force", "--flat-fields", "flats", "first", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert NoiseProfile.from_json((tmp_path / "device" / "noise-profile.json").read_text()).images == 8
     fp = Fingerprint.from_bytes((tmp_path / "device" / "fingerprint.bin").read_bytes())

@@ -38,6 +38,10 @@ def _base_profile(path: Path, rng: np.random.Generator, n: int = 12) -> NoisePro
     return profile
 
 
+def _means(profile: NoiseProfile) -> dict[str, float]:
+    return {k: s.mean for k, s in profile.stats.items()}
+
+
 def _settings(profile_path: Path, state: Path) -> EvidenceSettings:
     text = profile_path.read_text()
     return EvidenceSettings(noise_profile=NoiseProfile.from_json(text), refine_state=state,
@@ -65,10 +69,13 @@ def test_a_detector_whose_calibration_drifts_stays_authentic_when_the_profile_is
     _base_profile(tmp_path / "profile.json", rng)
     fixed = Evidence(EvidenceSettings(noise_profile=NoiseProfile.from_json((tmp_path / "profile.json").read_text())))
     refined = Evidence(_settings(tmp_path / "profile.json", tmp_path / "state" / "refined.json"), refine=True)
-    n = 60
+    panel = Panel(PanelSpec(31, shape=SHAPE))
+    prnu = panel.gain - 1.0
+    n = 120
     fixed_scores, refined_scores = [], []
     for i in range(n):  # the flat-field calibration goes stale: gain non-uniformity 1.5 % -> 2.5 %
-        img = Panel(PanelSpec(31, shape=SHAPE, gain_std=0.015 + 0.010 * i / (n - 1))).acquire(rng)
+        panel.gain = (1.0 + prnu * (1.0 + (2.0 / 3.0) * i / (n - 1))).astype(np.float32)
+        img = panel.acquire(rng)
         fixed_scores.append(_judge(fixed, img))
         refined_scores.append(_judge(refined, img, learn_as="authentic"))
     assert sum(s >= 0.5 for s in fixed_scores[-10:]) >= 8  # the profile as learned calls them abnormal
@@ -76,6 +83,30 @@ def test_a_detector_whose_calibration_drifts_stays_authentic_when_the_profile_is
     assert refined.refiner is not None and refined.refiner.learned >= 30
     saved = json.loads((tmp_path / "state" / "refined.json").read_text())  # saved every 25 images
     assert saved["learned"] >= 25 and saved["profile"]["modality"] == "DX"
+
+
+def test_images_that_only_just_pass_cannot_walk_the_profile_away(tmp_path: Path) -> None:
+    """An attacker whose images pass as authentic feeds ones at the edge of the current profile,
+    again and again: the profile moves slowly and never beyond 6 sd of the learned one."""
+    from edge_agent.forensics import NoiseFeatures
+
+    base = _base_profile(tmp_path / "profile.json", np.random.default_rng(6))
+    refiner = ProfileRefiner(base, "x" * 64, tmp_path / "refined.json")
+
+    def at_edge(profile: NoiseProfile, z: float) -> NoiseFeatures:  # every feature z sd above the mean
+        probe = NoiseFeatures({k: s.mean + 1.0 for k, s in profile.stats.items()}, flat_blocks=100)
+        per_unit = profile.z(probe)  # 1 / sd of each feature
+        return NoiseFeatures({k: s.mean + z / per_unit[k] for k, s in profile.stats.items()}, flat_blocks=100)
+
+    accepted = []
+    for _ in range(400):
+        accepted.append(refiner.offer(at_edge(refiner.profile, 2.9), "authentic"))
+        if len(accepted) == 1:
+            first = base.z(NoiseFeatures({k: s.mean for k, s in refiner.profile.stats.items()}, flat_blocks=100))
+    assert accepted[0] and max(first.values()) <= 2.9 / 51 + 1e-9  # one image: 1/51 of its distance
+    drift = base.z(NoiseFeatures({k: s.mean for k, s in refiner.profile.stats.items()}, flat_blocks=100))
+    assert max(drift.values()) <= 6.0  # never walked beyond the anchor
+    assert sum(accepted) <= 40 and not any(accepted[-300:])  # it stopped learning from them
 
 
 def test_generated_and_suspicious_images_teach_the_profile_nothing(tmp_path: Path) -> None:
@@ -88,7 +119,7 @@ def test_generated_and_suspicious_images_teach_the_profile_nothing(tmp_path: Pat
     authentic = Panel(PanelSpec(31, shape=SHAPE)).acquire(rng)
     _judge(evidence, authentic, learn_as="suspicious")  # a flagged image is never learned
     assert evidence.refiner is not None and evidence.refiner.learned == 0
-    assert evidence.refiner.profile == base
+    assert _means(evidence.refiner.profile) == _means(base)
     _judge(evidence, authentic, learn_as="authentic")
     assert evidence.refiner.learned == 1
 
@@ -105,13 +136,21 @@ def test_a_state_from_an_earlier_enrolment_is_ignored_and_an_unreadable_one_kept
     assert ProfileRefiner(base, "a" * 64, state).learned == 1  # same enrolment: picked up again
     with caplog.at_level(logging.WARNING):
         again = ProfileRefiner(base, "b" * 64, state)  # `edge-agent learn` ran again
-    assert again.learned == 0 and again.profile == base
+    assert again.learned == 0 and _means(again.profile) == _means(base)
     assert "grew from another profile" in caplog.text
     state.write_text('{"format": "edge-agent-refined-noise-profile", "version": 1, "profile": ')  # torn by hand
     with caplog.at_level(logging.ERROR):
         broken = ProfileRefiner(base, "a" * 64, state)
-    assert broken.profile == base and not state.exists()
+    assert _means(broken.profile) == _means(base) and not state.exists()
     assert (tmp_path / "refined.json.unreadable").exists() and "cannot be used" in caplog.text
+    for text in ("[]", "null", '{"format": "edge-agent-refined-noise-profile", "version": 1, "learned": Infinity}'):
+        state.write_text(text)
+        assert ProfileRefiner(base, "a" * 64, state).learned == 0 and not state.exists()  # aside, agent goes on
+    # a state from an earlier enrolment is replaced at the next save, even before anything is learned
+    ProfileRefiner(base, "a" * 64, state).save()
+    stale = ProfileRefiner(base, "c" * 64, state)
+    stale.save()
+    assert json.loads(state.read_text())["base_sha256"] == "c" * 64
 
 
 def test_refining_needs_a_profile_to_start_from(tmp_path: Path) -> None:
@@ -121,6 +160,10 @@ def test_refining_needs_a_profile_to_start_from(tmp_path: Path) -> None:
     (tmp_path / "agent.yaml").write_text("forensics:\n  refine_profile: [state]\n")
     with pytest.raises(ConfigError, match="forensics.refine_profile: expected a file path"):
         load_config(tmp_path / "agent.yaml")
+    _base_profile(tmp_path / "profile.json", np.random.default_rng(8))
+    (tmp_path / "agent.yaml").write_text("forensics:\n  noise_profile: profile.json\n  refine_profile: ./profile.json\n")
+    with pytest.raises(ConfigError, match="is one of the learned files the agent reads"):
+        load_config(tmp_path / "agent.yaml")  # the agent would rewrite the learned profile itself
 
 
 def _dicom(folder: Path, name: str, img: np.ndarray) -> Path:

@@ -389,7 +389,10 @@ class FingerprintCheck:
                     f"the detector's fingerprint is missing around row {oy + yy * m.cell + m.cell // 2}, "
                     f"column {ox + xx * m.cell + m.cell // 2} ({zmax:.1f} standard errors below the prediction): "
                     "that region was likely pasted or moved")))
-        heat = np.clip(m.mismatch_z / (2 * self.local_z), 0.0, 1.0).astype(np.float32)
+        # The map says where the pattern is missing in an image that carries it; in an image without
+        # it (another detector) "missing everywhere" is the finding, and the map would paint it all.
+        heat = (np.clip(m.mismatch_z / (2 * self.local_z), 0.0, 1.0).astype(np.float32)
+                if m.pce >= self.present_pce else None)
         return LayerFinding("fingerprint", float(max(absent, local, weakened)), tuple(reasons), heat)
 
     def _origins(self, frame: np.ndarray) -> list[tuple[int, int]]:

@@ -319,6 +319,13 @@ class NoiseProfile:
             stats[k] = _Stat(n, mean, m2)
         return NoiseProfile(self.modality, stats, self.source, self.horizon)
 
+    def counted_as(self, images: int) -> NoiseProfile:
+        """The same means and spreads, weighing as if learned from at least ``images`` images, so
+        that each later :meth:`updated` moves it by at most ``1 / (images + 1)`` of the distance."""
+        stats = {k: _Stat(max(s.n, float(images)), s.mean, s.m2 * (max(s.n, images) - 1) / max(s.n - 1, 1.0))
+                 for k, s in self.stats.items()}
+        return NoiseProfile(self.modality, stats, self.source, self.horizon)
+
     def z(self, features: NoiseFeatures) -> dict[str, float]:
         out = {}
         for k, v in features.values.items():

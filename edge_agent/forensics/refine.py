@@ -6,14 +6,17 @@ after that: tubes age, panels are recalibrated, exposure protocols change. The a
 learning, but only from images that
 
 * got the verdict ``authentic`` (fused: model, every layer, a valid capture signature), and
-* are *typical* for the current profile: every noise feature within ``max_z`` (3) standard
-  deviations of it.
+* are *typical*: every noise feature within ``max_z`` (3) standard deviations of the current
+  profile, and within ``max_base_z`` (6) of the profile as learned;
+* one frame per file (a multi-frame file counts once).
 
-The second gate is what keeps an attacker who gets images through as authentic from dragging the
-profile: an accepted image moves each feature's mean by at most ``max_z`` standard deviations over
-the profile's ``horizon`` (1000 images; ``NoiseProfile.updated`` weighs new images as an
-exponential moving average beyond it), so shifting the profile by one standard deviation takes
-hundreds of accepted images, while genuine drift is followed.
+These gates keep an attacker who gets images through as authentic from dragging the profile: the
+learned profile weighs as at least ``min_weight_images`` (50) images, so an accepted image moves a
+mean by at most 3/51 of a standard deviation (about 17 images at the edge move it by one), the
+weight falls to 1/1000 as images accumulate (``NoiseProfile.updated``: exponential moving
+average beyond the profile's ``horizon``), and however many pass, nothing beyond 6 standard
+deviations of the learned profile is ever learned. Genuine slow drift within that range is
+followed; a detector that drifts further needs a new ``edge-agent learn``.
 
 The refined profile lives in a state file beside the agent's other state (JSON, written to a
 temporary file, fsync'd and renamed: a power cut leaves the old or the new file, never half of
@@ -44,6 +47,12 @@ log = logging.getLogger(__name__)
 _FORMAT = "edge-agent-refined-noise-profile"
 
 
+def _anchored(profile: NoiseProfile, images: int) -> NoiseProfile:
+    """A profile learned from 10 images would let each new image move a mean by a tenth of its
+    distance (an image at +3 sd: 4 images move it by 1 sd); counted as 50 images it takes 17."""
+    return profile.counted_as(images)
+
+
 def typical(profile: NoiseProfile, features: NoiseFeatures, max_z: float) -> bool:
     """Pure: whether an image's noise lies well inside the profile (every measured feature within
     ``max_z`` standard deviations), so learning from it cannot widen or drag the profile much."""
@@ -60,9 +69,14 @@ class ProfileRefiner:
     of a folder of arbitrary images judges like the agent but teaches the device nothing."""
 
     def __init__(self, base: NoiseProfile, base_sha256: str, state: Path, *, writable: bool = True,
-                 save_every: int = 25, max_z: float = 3.0) -> None:
-        if save_every < 1 or max_z <= 0:
-            raise ForensicsError("save_every must be >= 1 and max_z positive")
+                 save_every: int = 25, max_z: float = 3.0, min_weight_images: int = 50,
+                 max_base_z: float = 6.0) -> None:
+        if save_every < 1 or max_z <= 0 or min_weight_images < 1 or max_base_z < max_z:
+            raise ForensicsError("save_every and min_weight_images must be >= 1, max_z positive, max_base_z >= max_z")
+        self.base = base
+        self.min_weight_images = min_weight_images
+        self.max_base_z = max_base_z
+        self._replace = False
         self.base_sha256 = base_sha256
         self.state = state
         self.writable = writable
@@ -86,21 +100,24 @@ class ProfileRefiner:
 
     def _load(self, base: NoiseProfile) -> NoiseProfile:
         if not self.state.exists():
-            return base
+            return _anchored(base, self.min_weight_images)
         try:
             d = json.loads(self.state.read_text())
+            if not isinstance(d, dict):
+                raise ValueError(f"expected a JSON object, found {type(d).__name__}")
             if d.get("format") != _FORMAT or d.get("version") != 1:
                 raise ValueError(f"format {d.get('format')!r} version {d.get('version')!r}")
             if d["base_sha256"] != self.base_sha256:
                 log.warning("refined noise profile %s grew from another profile (sha256 %s..., configured %s...): "
                             "starting again from the configured one", self.state, str(d["base_sha256"])[:12],
                             self.base_sha256[:12])
-                return base
+                self._replace = True  # the next save overwrites it, even before anything is learned
+                return _anchored(base, self.min_weight_images)
             profile = NoiseProfile.from_json(json.dumps(d["profile"]))
             if profile.modality != base.modality:
                 raise ValueError(f"modality {profile.modality!r}, the configured profile's is {base.modality!r}")
             self.learned = int(d["learned"])
-        except (OSError, ValueError, KeyError, TypeError, ForensicsError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError, ForensicsError) as exc:
             aside = self.state.with_name(self.state.name + ".unreadable")
             log.error("refined noise profile %s cannot be used (%s); going on with the configured profile%s",
                       self.state, exc, f", the file is kept as {aside}" if self.writable else "")
@@ -109,16 +126,18 @@ class ProfileRefiner:
                     os.replace(self.state, aside)
                 except OSError as move:
                     log.error("cannot move %s aside: %s", self.state, move.strerror)
-            return base
+            return _anchored(base, self.min_weight_images)
         log.info("noise profile: refined state %s (%d images learned on this device)", self.state, self.learned)
-        return profile
+        return _anchored(profile, self.min_weight_images)
 
     def offer(self, features: NoiseFeatures | None, verdict: str) -> bool:
         """Learn from one judged image when it is authentic and typical; whether it was learned."""
         if not self.writable or features is None or verdict != "authentic":
             return False
         with self._lock:
-            if not typical(self.profile, features, self.max_z):
+            # typical for the current profile, and still within reach of the learned one: however many
+            # images pass, the profile cannot be walked further than max_base_z from where it started
+            if not typical(self.profile, features, self.max_z) or not typical(self.base, features, self.max_base_z):
                 return False
             self.profile = self.profile.updated(features)
             self.learned += 1
@@ -134,7 +153,7 @@ class ProfileRefiner:
         if not self.writable:
             return
         with self._lock:
-            if self._unsaved == 0 and self.state.exists():
+            if self._unsaved == 0 and self.state.exists() and not self._replace:
                 return
             body = {"format": _FORMAT, "version": 1, "base_sha256": self.base_sha256, "learned": self.learned,
                     "profile": json.loads(self.profile.to_json())}
@@ -153,3 +172,4 @@ class ProfileRefiner:
             return
         with self._lock:
             self._unsaved -= pending
+            self._replace = False
