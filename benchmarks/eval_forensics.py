@@ -349,8 +349,8 @@ def evaluate_metadata(out: list[str]) -> None:
     out.append("")
 
 
-FLAT_PANELS = (401, 402, 403)  # enrolled from flat-field frames only
-FLAT_DONORS = (404, 405)
+FLAT_PANELS = (501, 502, 503)  # enrolled from flat-field frames only (4xx: calibration panels)
+FLAT_DONORS = (504, 505)
 
 
 def evaluate_flat_field_enrolment(scale: float, out: list[str]) -> None:
