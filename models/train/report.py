@@ -194,7 +194,7 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
                 a(f"| {k} | {_f(t[k]['auc'])} | {_f(b[k]['auc'])} | {_pct(t[k]['tpr_at_1pct_fpr_valthr'])} | {_pct(b[k]['tpr_at_1pct_fpr_valthr'])} |")
         a("")
     if ev.get("lofo"):
-        a(f"## Leave-one-family-out (shorter runs: detector {cfg.lofo['steps']} steps vs {cfg.detector['steps']}; "
+        a(f"## Leave-one-family-out (runs of detector {cfg.lofo['steps']} steps vs {cfg.detector['steps']}; "
           f"baseline {cfg.lofo_baseline_steps} vs {cfg.baseline['steps']} steps)\n")
         a("Train without family X, test on all test images of X vs the fixed subset of real test images; thresholds at 1% FPR "
           "from that run's scores on 300 real validation images.\n")
