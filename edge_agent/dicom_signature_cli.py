@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .errors import DicomSignatureError, SigningRefused
+from .spool import write_atomically
 
 if TYPE_CHECKING:  # pydicom and the signature library load only when a command runs: fast --help
     from .dicom_signature import SignatureReport
@@ -75,20 +74,6 @@ def add_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> N
     v.set_defaults(func=run_verify)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    # A crash must leave either the old file or the whole new one, never half a signed image.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run_sign(args: argparse.Namespace) -> int:
     signer = _lib().load_device_signer(args.key, args.cert)
     try:
@@ -97,7 +82,7 @@ def run_sign(args: argparse.Namespace) -> int:
         raise SigningRefused("input_unreadable", f"cannot read {args.input}: {exc.strerror}") from exc
     signed = _lib().sign_dicom(data, signer, purpose=args.purpose)
     try:
-        _write_atomically(args.output, signed)
+        write_atomically(args.output, signed)  # never half a signed image
     except OSError as exc:
         raise SigningRefused("output_unwritable", f"cannot write {args.output}: {exc.strerror}") from exc
     print(f"{args.output}: signed by {signer.certificate.subject.rfc4514_string()} "

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import EdgeAgentError, ForensicsError, UnreadableImage
+from .spool import write_atomically
 from .tiling import grid_tiles
 
 if TYPE_CHECKING:
@@ -180,15 +180,6 @@ def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarr
               "full-bit-depth output where you can (an export keeps little of the fingerprint)", file=sys.stderr)
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def run_learn(args: argparse.Namespace) -> int:
     out: Path = args.out
     targets = (out / "noise-profile.json", out / "fingerprint.bin")
@@ -228,12 +219,12 @@ def run_learn(args: argparse.Namespace) -> int:
     elif targets[0].exists():  # --force: the folder holds exactly what this enrolment learned
         targets[0].unlink()
     for name, data in files.items():
-        _write(out / name, data)
+        write_atomically(out / name, data)
     if device is not None:
         from .trust.certs import utcnow
         from .trust.enrolment_signing import sign_enrolment
 
-        _write(sig_path, sign_enrolment(device.device_id, files, device.key, device.chain, utcnow()))
+        write_atomically(sig_path, sign_enrolment(device.device_id, files, device.key, device.chain, utcnow()))
     elif sig_path.exists():  # --force without --identity: an old signature would not match
         sig_path.unlink()
     h, w = learned.shape

@@ -111,6 +111,22 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash or power cut leaves the old file or the whole
+    new one, never half of it: a temporary file beside it, fsync, rename, fsync of the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
 def format_size(n: int) -> str:
     """``1536`` -> ``1.5 KiB``: figures an operator reads in a log line."""
     value = float(n)

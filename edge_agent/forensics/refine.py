@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 
 from ..errors import ForensicsError
-from ..spool import fsync_dir
+from ..spool import write_atomically
 from .noise import NoiseFeatures, NoiseProfile
 
 __all__ = ["ProfileRefiner", "typical"]
@@ -45,12 +45,6 @@ __all__ = ["ProfileRefiner", "typical"]
 log = logging.getLogger(__name__)
 
 _FORMAT = "edge-agent-refined-noise-profile"
-
-
-def _anchored(profile: NoiseProfile, images: int) -> NoiseProfile:
-    """A profile learned from 10 images would let each new image move a mean by a tenth of its
-    distance (an image at +3 sd: 4 images move it by 1 sd); counted as 50 images it takes 17."""
-    return profile.counted_as(images)
 
 
 def typical(profile: NoiseProfile, features: NoiseFeatures, max_z: float) -> bool:
@@ -100,7 +94,7 @@ class ProfileRefiner:
 
     def _load(self, base: NoiseProfile) -> NoiseProfile:
         if not self.state.exists():
-            return _anchored(base, self.min_weight_images)
+            return base.counted_as(self.min_weight_images)
         try:
             d = json.loads(self.state.read_text())
             if not isinstance(d, dict):
@@ -112,7 +106,7 @@ class ProfileRefiner:
                             "starting again from the configured one", self.state, str(d["base_sha256"])[:12],
                             self.base_sha256[:12])
                 self._replace = True  # the next save overwrites it, even before anything is learned
-                return _anchored(base, self.min_weight_images)
+                return base.counted_as(self.min_weight_images)
             profile = NoiseProfile.from_json(json.dumps(d["profile"]))
             if profile.modality != base.modality:
                 raise ValueError(f"modality {profile.modality!r}, the configured profile's is {base.modality!r}")
@@ -126,9 +120,9 @@ class ProfileRefiner:
                     os.replace(self.state, aside)
                 except OSError as move:
                     log.error("cannot move %s aside: %s", self.state, move.strerror)
-            return _anchored(base, self.min_weight_images)
+            return base.counted_as(self.min_weight_images)
         log.info("noise profile: refined state %s (%d images learned on this device)", self.state, self.learned)
-        return _anchored(profile, self.min_weight_images)
+        return profile.counted_as(self.min_weight_images)
 
     def offer(self, features: NoiseFeatures | None, verdict: str) -> bool:
         """Learn from one judged image when it is authentic and typical; whether it was learned."""
@@ -148,7 +142,7 @@ class ProfileRefiner:
         return True
 
     def save(self) -> None:
-        """Write the refined profile (atomic: temporary file, fsync, rename, fsync of the folder).
+        """Write the refined profile (:func:`~edge_agent.spool.write_atomically`).
         A failed write is logged and retried at the next save; the profile in memory is kept."""
         if not self.writable:
             return
@@ -158,14 +152,8 @@ class ProfileRefiner:
             body = {"format": _FORMAT, "version": 1, "base_sha256": self.base_sha256, "learned": self.learned,
                     "profile": json.loads(self.profile.to_json())}
             pending = self._unsaved
-        tmp = self.state.with_name(self.state.name + ".tmp")
         try:
-            with open(tmp, "w") as fh:
-                json.dump(body, fh, indent=1)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.state)
-            fsync_dir(self.state.parent)
+            write_atomically(self.state, json.dumps(body, indent=1).encode())
         except OSError as exc:
             log.error("cannot save the refined noise profile to %s (%s); kept in memory, retried later",
                       self.state, exc.strerror)
