@@ -101,21 +101,17 @@ class Evidence:
 
     @property
     def judges_frames(self) -> bool:
-        """Whether :meth:`for_tiles` has any layer to run (a noise profile or a fingerprint)."""
+        """Whether :meth:`frame_evidence` has any layer to run (a noise profile or a fingerprint)."""
         return self._noise is not None or self._fingerprint is not None
 
     def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
-        return self.for_tiles(frame, fs.tiles, fs.origins, decoded)
-
-    def for_tiles(self, frame: np.ndarray, tiles: np.ndarray, origins_: Sequence[tuple[int, int]],
-                  decoded: DecodedImage) -> list[LayerFinding]:
-        """Physics and fingerprint findings from the model's own tiles (they need no model output,
-        so the pipeline may run them while the model infers)."""
-        return self.frame_evidence(frame, tiles, origins_, decoded).findings
+        return self.frame_evidence(frame, fs.tiles, fs.origins, decoded).findings
 
     def frame_evidence(self, frame: np.ndarray, tiles: np.ndarray, origins_: Sequence[tuple[int, int]],
                        decoded: DecodedImage) -> FrameEvidence:
-        """:meth:`for_tiles`, with the physics layer's measurement for :meth:`learn`."""
+        """Physics and fingerprint findings from the model's own tiles (they need no model output,
+        so the pipeline may run them while the model infers), with the physics layer's measurement
+        for :meth:`learn`."""
         origins = list(origins_)
         out: list[LayerFinding] = []
         measured: list[NoiseFeatures | None] = [None]

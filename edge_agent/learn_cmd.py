@@ -88,13 +88,12 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         raise ForensicsError("nothing to learn from: give acquisitions, flat-field frames, or both")
     notes: list[str] = []
     profile_json, noise_images, shapes = None, 0, collections.Counter[tuple[int, int]]()
-    ours: Callable[[str], bool] = lambda m: True  # noqa: E731
     if read is not None:
-        profile_json, noise_images, modality, shapes, ours = _learn_profile(read, modality, min_images, notes)
-    source = read
+        profile_json, noise_images, modality, shapes = _learn_profile(read, modality, min_images, notes)
+    source, chosen = read, modality
     if flat_fields is not None:
         acquired = shapes.most_common(1)[0][0] if shapes else None
-        source, ours = flat_fields, lambda m: True  # noqa: E731
+        source, chosen = flat_fields, None  # every flat frame is this detector's
         shapes = collections.Counter((int(f.shape[0]), int(f.shape[1])) for _, _, f in flat_fields())
         modality = modality or ""
         if acquired is not None and shapes and acquired not in shapes:
@@ -115,7 +114,7 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
                      "the fingerprint (it is tied to the detector's native grid)")
     acc = FingerprintEnrollment(shape, fingerprint_model)
     for _, m, frame in source():
-        if ours(m) and frame.shape == shape:
+        if _of_modality(m, chosen) and frame.shape == shape:
             acc.add(frame)
     if acc.images != count:
         raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
@@ -123,10 +122,15 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes)
 
 
+def _of_modality(m: str, chosen: str | None) -> bool:
+    """A frame of modality ``m`` counts as this device's (no modality on either side: it does)."""
+    return not m or not chosen or m == chosen
+
+
 def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: list[str]
-                   ) -> tuple[str, int, str, collections.Counter[tuple[int, int]], Callable[[str], bool]]:
+                   ) -> tuple[str, int, str, collections.Counter[tuple[int, int]]]:
     """One pass over the acquisitions: the noise profile (JSON), how many frames it learned from,
-    the modality, the frame sizes of that modality, and which modalities count as this device's."""
+    the modality, and the frame sizes of that modality."""
     from .forensics import NoiseProfile
     from .forensics.noise import image_noise
 
@@ -143,19 +147,14 @@ def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: l
             raise ForensicsError(f"the images are of several modalities ({', '.join(named)}): a noise profile "
                                  "is per modality; pass --modality to choose one")
         modality = named[0] if named else ""
-    chosen = modality
-
-    def ours(m: str) -> bool:
-        return not m or not chosen or m == chosen
-
-    kept = [(sh, f) for m, sh, f in seen if ours(m)]
+    kept = [(sh, f) for m, sh, f in seen if _of_modality(m, modality)]
     if len(kept) < len(seen):
         notes.append(f"{len(seen) - len(kept)} frame(s) of other modalities left out")
     feats = [f for _, f in kept if f is not None]
     if len(feats) < min_images:
         raise ForensicsError(f"{len(feats)} usable image(s) for the noise profile; at least {min_images} are needed")
     profile = NoiseProfile.fit(feats, modality=modality, source=f"edge-agent learn: {len(feats)} authentic images")
-    return profile.to_json(), len(feats), modality, collections.Counter(sh for sh, _ in kept), ours
+    return profile.to_json(), len(feats), modality, collections.Counter(sh for sh, _ in kept)
 
 
 def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarray]]:
