@@ -182,7 +182,7 @@ def fit_form(val: dict[str, np.ndarray], form: str, l2: float, model_th: tuple[f
         columns = tuple(c for c in columns if c not in negative)
     kw: dict = {name: 0.0 for name in FORMS[form] if name in LAYERS}
     kw |= {name: round(float(v), 4) for name, v in zip(columns, w)}
-    if not np.any(~np.isnan(val["scores"][keep, 2]) & (val["scores"][keep, 2] > 0)):
+    if not np.any(_metadata_fired(val["scores"][keep])):
         kw["metadata"] = FusionModel().metadata  # never fired on validation: nothing to fit, keep the default
     kw["model"] = max(kw.get("model", 1.0), 1e-3)  # FusionModel requires a positive model weight
     note = f"benchmarks/fit_fusion.py form {form}, l2 {l2}" + (f", without family {exclude}" if exclude else "")
@@ -641,8 +641,13 @@ def _data_note(model_dir: Path, test: dict) -> str:
             "is not the model's reported figure.")
 
 
+def _metadata_fired(scores: np.ndarray) -> np.ndarray:
+    """Rows of a layer-score table (physics, fingerprint, metadata) where a metadata rule fired."""
+    return ~np.isnan(scores[:, 2]) & (scores[:, 2] > 0)
+
+
 def _metadata_note(val: dict) -> str:
-    fired = ~np.isnan(val["scores"][:, 2]) & (val["scores"][:, 2] > 0)
+    fired = _metadata_fired(val["scores"])
     if not fired.any():
         return ("*metadata: no validation image let the metadata layer fire (no fake DICOMs), so its weight "
                 "keeps the default and is not fitted.")
@@ -656,8 +661,7 @@ def _metadata_note(val: dict) -> str:
 
 def _metadata_bullet(val: dict, ship: FusionModel) -> str:
     """The notes' paragraph on the metadata layer's weight, from what it did on validation."""
-    scores = val["scores"][:, 2]
-    fired = ~np.isnan(scores) & (scores > 0)
+    fired = _metadata_fired(val["scores"])
     if not fired.any():
         return (f"* **Metadata: not fitted, at the documented default ({ship.metadata:g}).** The simulated CR/DX "
                 "DICOMs write KVP, ExposureInuAs and ImagerPixelSpacing (`models/train/simdata.py`), so no rule fires "
