@@ -15,7 +15,14 @@ model and the layers are timed in alternating rounds, so a busy spell weighs on 
 ``ratio`` is the layers' own time over the model's (run one after the other); ``added`` is what
 they add to the model in the agent's pipeline (``Pipeline.score_frame``: model, physics and
 fingerprint of one frame), where images of fewer than ``CONCURRENT_BELOW_TILES`` tiles run the
-layers on a second thread while the model infers: (pipeline - model) / model.
+layers on a second thread while the model infers: (pipeline - model) / model. The agent's
+ONNX Runtime session stops its worker threads spinning when a run returns
+(``runtime.SPIN_STOP``); ``spin`` times the same model with the runtime's default (workers spin
+on), which is faster back to back on small images, and ``model`` in the ratios is the faster of
+the two, so the layers are not flattered by a slower model.
+
+``--cold`` times every call after an idle pause with no warm-up call before it, as images arrive
+one at a time from an X-ray room (seconds apart) rather than as a burst of CT slices.
 """
 
 from __future__ import annotations
@@ -41,19 +48,21 @@ TILE, MAX_TILES = 256, 64
 
 
 def _median_ms(fns: dict[str, Callable[[], object]], repeat: int, block: int = 5,
-               settle: float = 0.15) -> dict[str, float]:
+               settle: float = 0.15, cold: bool = False) -> dict[str, float]:
     """Median ms of each function over ``repeat`` runs, taken in rounds: every round runs each
     function once untimed, then ``block`` times timed. A slow spell of the shared machine then falls
     on the model and the layers alike, so their ratio stays fair. Before each function's turn the
     bench waits ``settle`` s: ONNX Runtime's worker threads keep spinning for ~80 ms after a run
     (measured on RG1), which slows whatever runs next 2-3x; that is the runtime's cost, not the
-    layers' (with ``session.intra_op.allow_spinning`` 0 it is gone)."""
+    layers' (with ``session.intra_op.allow_spinning`` 0 it is gone). ``cold``: one timed call per
+    pause and no untimed call before it."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     while len(times[next(iter(fns))]) < repeat:
         for k, fn in fns.items():
             time.sleep(settle)
-            fn()
-            for _ in range(min(block, repeat - len(times[k]))):
+            if not cold:
+                fn()
+            for _ in range(1 if cold else min(block, repeat - len(times[k]))):
                 t0 = time.perf_counter()
                 fn()
                 times[k].append((time.perf_counter() - t0) * 1e3)
@@ -75,35 +84,45 @@ def _inputs(workdir: Path) -> dict[str, Path]:
     return sets
 
 
-def _model_runner(model: Path | None, workdir: Path) -> tuple[str, Callable[[np.ndarray], object], object | None]:
+def _model_runner(model: Path | None, workdir: Path
+                  ) -> tuple[str, Callable[[np.ndarray], object], Callable[[np.ndarray], object] | None, object | None]:
+    """(label, the agent's model, the same model with ONNX Runtime's spinning default or None,
+    the detector for the pipeline or None)."""
     global TILE, MAX_TILES
     try:
+        from edge_agent import runtime
         from edge_agent.detect import default_model_dir, open_detector
 
         det = open_detector(model or default_model_dir(), threads=2)
+        runtime.SPIN_STOP = False
+        try:
+            spinning = open_detector(model or default_model_dir(), threads=2)
+        finally:
+            runtime.SPIN_STOP = True
         TILE, MAX_TILES = det.manifest.tiling.tile, det.manifest.tiling.max_tiles  # the model's own tiles
         return f"shipped model {det.model_ref.name} {det.model_ref.version} ({det.model_ref.backend})", \
-            lambda frame: det.score(frame), det
+            lambda frame: det.score(frame), lambda frame: spinning.score(frame), det
     except Exception:
         from benchmarks.standin_model import StandinRunner, build_standin
 
         runner = StandinRunner(build_standin(workdir / "standin.onnx"))
         return "stand-in model (same layer shapes, ORT FP32, 2 threads)", \
-            lambda frame: runner.run(grid_tiles(frame, TILE, MAX_TILES)[0]), None
+            lambda frame: runner.run(grid_tiles(frame, TILE, MAX_TILES)[0]), None, None
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--cold", action="store_true", help="time each call after an idle pause, without warm-up")
     args = ap.parse_args()
     import pydicom
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        label, run_model, det = _model_runner(args.model, workdir)
-        print(f"{label}; medians of {args.repeat} runs, ms per image")
-        print(f"{'set':<7}{'tiles':>6}{'model':>9}{'physics':>9}{'fingerpr':>10}{'metadata':>10}{'layers':>9}{'ratio':>8}"
+        label, run_model, run_spinning, det = _model_runner(args.model, workdir)
+        print(f"{label}; medians of {args.repeat} {'cold ' if args.cold else ''}runs, ms per image")
+        print(f"{'set':<7}{'tiles':>6}{'model':>9}{'spin':>7}{'physics':>9}{'fingerpr':>10}{'metadata':>10}{'layers':>9}{'ratio':>8}"
               f"{'fp cold':>9}{'pipeline':>10}{'added':>7}")
         for name, path in _inputs(workdir).items():
             decoded = decode_path(path)
@@ -122,18 +141,22 @@ def main() -> None:
                 "fingerprint": lambda: fp_check.check(frame, tiles, origins),
                 "metadata": lambda: check_metadata(ds),
             }
+            if run_spinning is not None:
+                fns["spin"] = lambda: run_spinning(frame)
             if det is not None:
                 from edge_agent.evidence import Evidence, EvidenceSettings
                 from edge_agent.pipeline import Pipeline
 
                 pipe = Pipeline(det, evidence=Evidence(EvidenceSettings(noise_profile=profile, fingerprint=fp_check.fingerprint)))  # type: ignore[arg-type]
                 fns["pipeline"] = lambda: pipe.score_frame(frame, decoded)
-            med = _median_ms(fns, args.repeat)
-            m, tn, tf, tm = med["model"], med["physics"], med["fingerprint"], med["metadata"]
+            med = _median_ms(fns, args.repeat, cold=args.cold)
+            spin = med.get("spin", float("nan"))
+            m = min(med["model"], spin) if run_spinning is not None else med["model"]
+            tn, tf, tm = med["physics"], med["fingerprint"], med["metadata"]
             total = tn + tf + tm
             pipe_ms = med.get("pipeline", float("nan"))
             added = (pipe_ms + tm - m) / m
-            print(f"{name:<7}{len(origins):>6}{m:>9.1f}{tn:>9.1f}{tf:>10.1f}{tm:>10.2f}{total:>9.1f}{total / m:>8.2f}{cold:>9.0f}"
+            print(f"{name:<7}{len(origins):>6}{med['model']:>9.1f}{spin:>7.1f}{tn:>9.1f}{tf:>10.1f}{tm:>10.2f}{total:>9.1f}{total / m:>8.2f}{cold:>9.0f}"
                   f"{pipe_ms:>10.1f}{added:>7.2f}")
 
 

@@ -109,6 +109,11 @@ def choose_backend(manifest: ModelManifest, backend: str = "auto", precision: st
     return ort_choice("auto: no GPU provider and no INT8 IR; ONNX Runtime on the CPU (faster than OpenVINO FP32 here)")
 
 
+# ONNX Runtime's own default keeps the workers spinning after run(); benchmarks/bench_forensics.py
+# turns this off to time the model that way too (it is ~10-40 % faster back to back on small images).
+SPIN_STOP = True
+
+
 class _OrtBackend:
     name = "onnxruntime"
 
@@ -119,6 +124,10 @@ class _OrtBackend:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # Worker threads stop spinning the moment run() returns instead of ~80 ms later: the
+        # forensic layers that follow the model on the same two cores then run at full speed
+        # (RG1: pipeline 105 -> 97 ms, docs/forensics.md "Speed"), and an idle agent burns no CPU.
+        opts.add_session_config_entry("session.force_spinning_stop", "1" if SPIN_STOP else "0")
         self.model_file = choice.model_file
         self._session = ort.InferenceSession(
             str(manifest.path_of(choice.model_file)), sess_options=opts, providers=list(choice.providers)
