@@ -48,6 +48,9 @@ class EvidenceSettings:
     # images it judges authentic (edge_agent/forensics/refine.py); None: the profile stays as learned.
     refine_state: Path | None = None
     noise_profile_sha256: str = ""  # of the configured profile file: the refined state must grow from it
+    # ``forensics.device_identity``: the device's enrolment folder (``edge-agent enroll``); its key
+    # signs the refined state and only a state this device signed is read back (refine.py)
+    device_identity: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,13 @@ class Evidence:
             if settings.refine_state is not None:
                 from .forensics.refine import ProfileRefiner
 
+                seal = None
+                if settings.device_identity is not None:
+                    from .trust.enrolment_signing import DeviceSeal
+
+                    seal = DeviceSeal.of(settings.device_identity, signing=refine)
                 self.refiner = ProfileRefiner(profile, settings.noise_profile_sha256, settings.refine_state,
-                                              writable=refine)
+                                              writable=refine, seal=seal)
                 profile = self.refiner.profile
             self._noise = NoiseCheck(profile)
         if settings.fingerprint is not None:
@@ -155,7 +163,7 @@ def _guarded(layer: str, check: Callable[[], LayerFinding]) -> LayerFinding:
 def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceSettings:
     """The agent config's ``forensics:`` section (validated; paths relative to the config)."""
     allowed = {"metadata", "signatures", "identity", "capture_trust", "noise_profile", "fingerprint",
-               "fingerprint_sha256", "enrolment_trust", "fusion", "refine_profile"}
+               "fingerprint_sha256", "enrolment_trust", "fusion", "refine_profile", "device_identity"}
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"forensics: unknown key(s) {sorted(unknown)}; known keys: {sorted(allowed)}")
@@ -172,6 +180,11 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             raise ConfigError(f"forensics.{key}: {p} does not exist")
         return p
 
+    if all(section.get(k) is not None for k in ("refine_profile", "enrolment_trust")) and \
+            section.get("device_identity") is None:
+        raise ConfigError("forensics.refine_profile: the learned files are signed (enrolment_trust), so what the "
+                          "agent learns on top must be signed too: set forensics.device_identity to this device's "
+                          "enrolment folder (the one edge-agent enroll and mqtt.identity use)")
     for key in ("metadata", "signatures"):
         if not isinstance(section.get(key, True), bool):
             raise ConfigError(f"forensics.{key}: expected true or false, found {section[key]!r}")
@@ -212,6 +225,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             profile, profile_sha = NoiseProfile.from_json(text), ProfileRefiner.sha256_of(text)
         refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None,
                                      [q for q in (path("noise_profile"), path("fingerprint"), path("fusion")) if q])
+        device_identity = _device_identity(section.get("device_identity"), base_dir)
         if (p := path("fingerprint")) is not None:
             from .forensics import Fingerprint
 
@@ -235,7 +249,22 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         fusion=fusion,
         refine_state=refine_state,
         noise_profile_sha256=profile_sha,
+        device_identity=device_identity,
     )
+
+
+def _device_identity(value: Any, base_dir: Path) -> Path | None:
+    """``forensics.device_identity``: an enrolment folder with the device's certificate installed."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"forensics.device_identity: expected the enrolment folder (a string), found {value!r}")
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else base_dir / p
+    if not (p / "device.json").is_file() or not (p / "fleet-ca.pem").is_file():
+        raise ConfigError(f"forensics.device_identity: {p} is not an enrolled device's folder (no device.json and "
+                          "fleet-ca.pem): run edge-agent enroll init / install there first")
+    return p
 
 
 def _refine_state(value: Any, base_dir: Path, has_profile: bool, inputs: list[Path]) -> Path | None:

@@ -242,6 +242,9 @@ def run_learn(args: argparse.Namespace) -> int:
     if learned.profile_json is not None:
         print("  # refine_profile: STATE_DIR/noise-profile.refined.json   # a file the agent may write, beside its "
               "state: let it follow slow drift (docs/forensics.md)")
+        if device is not None:
+            print(f"  # device_identity: {args.identity.resolve()}   # with refine_profile: the device key signs "
+                  "what the agent learns (required with enrolment_trust)")
     return 0
 
 

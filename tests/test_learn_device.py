@@ -113,6 +113,13 @@ def test_an_enrolled_device_signs_what_it_learned_and_scan_checks_the_signature(
     assert scan.returncode in (0, 1), scan.stderr
     (v,) = map(json.loads, scan.stdout.splitlines())
     assert "fingerprint.absent" not in {r["code"] for r in v["reasons"]}
+    # the printed comments switched on: refinement, signed by the same enrolment
+    assert "# device_identity: " in run.stdout
+    refining = run.stdout.replace("  # refine_profile:", "  refine_profile:").replace("  # device_identity:", "  device_identity:")
+    (work / "refining.yaml").write_text(refining)
+    scan = _cli("scan", "--jsonl", "--config", "refining.yaml", "ours", cwd=work)
+    assert scan.returncode in (0, 1), scan.stderr
+    assert json.loads(scan.stdout)["verdict"] == v["verdict"]  # nothing refined yet: the same judgement
 
 
 def test_a_profile_edited_after_signing_stops_the_scan_naming_the_file(signed, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ survives a restart (``forensics.refine_profile``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from agent_harness import AgentProcess, journal_records, run_cli, wait_for, write_config
+from cryptography.hazmat.primitives import serialization
 from sample_images import new_image, save
+from trust_factory import new_fleet
 
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
@@ -21,6 +24,10 @@ from edge_agent.forensics.noise import image_noise
 from edge_agent.forensics.refine import ProfileRefiner
 from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like
 from edge_agent.tiling import grid_tiles
+from edge_agent.trust.enrollment import DeviceState
+from edge_agent.trust.enrolment_signing import DeviceSeal
+from edge_agent.trust.fleet_ca import FleetCA
+from edge_agent.trust.jws import b64url_decode, b64url_encode
 
 SHAPE = (512, 640)
 
@@ -164,6 +171,72 @@ def test_refining_needs_a_profile_to_start_from(tmp_path: Path) -> None:
     (tmp_path / "agent.yaml").write_text("forensics:\n  noise_profile: profile.json\n  refine_profile: ./profile.json\n")
     with pytest.raises(ConfigError, match="is one of the learned files the agent reads"):
         load_config(tmp_path / "agent.yaml")  # the agent would rewrite the learned profile itself
+
+
+def _enrolled(folder: Path, ca: FleetCA, device_id: str) -> Path:
+    """An enrolment folder as `edge-agent enroll init` + `install` leave it."""
+    state = DeviceState(folder)
+    cert = ca.issue_device(state.init(device_id))
+    state.install(cert.public_bytes(serialization.Encoding.PEM), ca.cert_path.read_bytes())
+    return folder
+
+
+def test_with_a_device_identity_only_a_refined_profile_this_device_signed_is_read_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(4)
+    base = _base_profile(tmp_path / "profile.json", rng)
+    ca = new_fleet(tmp_path / "ca")
+    ours, other = _enrolled(tmp_path / "ours", ca, "dx-0001"), _enrolled(tmp_path / "other", ca, "dx-0002")
+    state = tmp_path / "state" / "refined.json"
+    settings = dataclasses.replace(_settings(tmp_path / "profile.json", state), device_identity=ours)
+    evidence = Evidence(settings, refine=True)
+    panel = Panel(PanelSpec(31, shape=SHAPE))
+    for _ in range(4):
+        _judge(evidence, panel.acquire(rng), learn_as="authentic")
+    assert evidence.refiner is not None and evidence.refiner.learned >= 2
+    learned, refined = evidence.refiner.learned, _means(evidence.refiner.profile)
+    evidence.close()
+
+    jws = json.loads(state.read_bytes())
+    assert set(jws) == {"protected", "payload", "signature"}  # the state travels inside the device's signature
+    body = json.loads(b64url_decode(jws["payload"]))
+    assert body["learned"] == learned
+    for refine in (True, False):  # the agent after a restart, and scan (certificate only, no key)
+        again = Evidence(settings, refine=refine)
+        assert again.refiner is not None and again.refiner.learned == learned
+        assert _means(again.refiner.profile) == pytest.approx(refined)
+
+    # someone who can write the file but not use the key widens the profile: refused, nothing lost
+    body["profile"]["features"] = {k: [n, mean, m2 * 100] for k, (n, mean, m2) in body["profile"]["features"].items()}
+    forged = {
+        "edited payload": json.dumps({**jws, "payload": b64url_encode(json.dumps(body).encode())}).encode(),
+        "unsigned state": json.dumps(body).encode(),
+        "another device's signature": DeviceSeal.of(other, signing=True).seal(json.dumps(body).encode()),
+    }
+    for what, data in forged.items():
+        state.write_bytes(data)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            refused = Evidence(settings, refine=True)
+        assert refused.refiner is not None and refused.refiner.learned == 0, what
+        assert _means(refused.refiner.profile) == _means(base), what
+        assert "cannot be used" in caplog.text, what
+        assert not state.exists() and state.with_name("refined.json.unreadable").read_bytes() == data, what
+    assert "signed by device 'dx-0002', not by this device ('dx-0001')" in caplog.text
+
+
+def test_signed_enrolments_need_the_device_identity_to_refine(tmp_path: Path) -> None:
+    _base_profile(tmp_path / "profile.json", np.random.default_rng(9))
+    (tmp_path / "fleet-ca.pem").write_text("not checked before the settings are complete")
+    (tmp_path / "agent.yaml").write_text("forensics:\n  noise_profile: profile.json\n  enrolment_trust: fleet-ca.pem\n"
+                                         "  refine_profile: state/refined.json\n")
+    with pytest.raises(ConfigError, match="set forensics.device_identity to this device's enrolment folder"):
+        load_config(tmp_path / "agent.yaml")
+    (tmp_path / "agent.yaml").write_text("forensics:\n  noise_profile: profile.json\n  refine_profile: state/r.json\n"
+                                         "  device_identity: nowhere\n")
+    with pytest.raises(ConfigError, match="is not an enrolled device's folder"):
+        load_config(tmp_path / "agent.yaml")
 
 
 def _dicom(folder: Path, name: str, img: np.ndarray) -> Path:

@@ -24,6 +24,11 @@ one). It records the sha256 of the profile it grew from: after a new ``edge-agen
 state is ignored (logged) and refinement starts again from the new profile. A state file that
 cannot be read is moved aside as ``*.unreadable`` (kept for inspection) and the agent goes on with
 the configured profile.
+
+With a ``seal`` (``forensics.device_identity``: :class:`edge_agent.trust.enrolment_signing.DeviceSeal`)
+the state file is signed by the device key at every save, and only a state this device signed is
+read back: whoever can write the file but not use the key cannot hand the physics layer a widened
+profile. An edited, unsigned or another device's state is set aside like an unreadable one.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ import math
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
-from ..errors import ForensicsError
+from ..errors import EdgeAgentError, ForensicsError
 from ..spool import write_atomically
 from .noise import NoiseFeatures, NoiseProfile
 
@@ -45,6 +51,14 @@ __all__ = ["ProfileRefiner", "typical"]
 log = logging.getLogger(__name__)
 
 _FORMAT = "edge-agent-refined-noise-profile"
+
+
+class Seal(Protocol):
+    """Signs the state file's bytes and opens them again (raising :class:`ForensicsError`)."""
+
+    def seal(self, payload: bytes) -> bytes: ...
+
+    def open(self, data: bytes, name: str) -> bytes: ...
 
 
 def typical(profile: NoiseProfile, features: NoiseFeatures, max_z: float) -> bool:
@@ -64,7 +78,7 @@ class ProfileRefiner:
 
     def __init__(self, base: NoiseProfile, base_sha256: str, state: Path, *, writable: bool = True,
                  save_every: int = 25, max_z: float = 3.0, min_weight_images: int = 50,
-                 max_base_z: float = 6.0) -> None:
+                 max_base_z: float = 6.0, seal: Seal | None = None) -> None:
         if save_every < 1 or max_z <= 0 or min_weight_images < 1 or max_base_z < max_z:
             raise ForensicsError("save_every and min_weight_images must be >= 1, max_z positive, max_base_z >= max_z")
         self.base = base
@@ -73,6 +87,7 @@ class ProfileRefiner:
         self._replace = False
         self.base_sha256 = base_sha256
         self.state = state
+        self.seal = seal
         self.writable = writable
         self.save_every = save_every
         self.max_z = max_z
@@ -96,7 +111,8 @@ class ProfileRefiner:
         if not self.state.exists():
             return base.counted_as(self.min_weight_images)
         try:
-            d = json.loads(self.state.read_text())
+            raw = self.state.read_bytes()
+            d = json.loads(self.seal.open(raw, str(self.state)) if self.seal is not None else raw)
             if not isinstance(d, dict):
                 raise ValueError(f"expected a JSON object, found {type(d).__name__}")
             if d.get("format") != _FORMAT or d.get("version") != 1:
@@ -153,10 +169,11 @@ class ProfileRefiner:
                     "profile": json.loads(self.profile.to_json())}
             pending = self._unsaved
         try:
-            write_atomically(self.state, json.dumps(body, indent=1).encode())
-        except OSError as exc:
+            data = json.dumps(body, indent=1).encode()
+            write_atomically(self.state, self.seal.seal(data) if self.seal is not None else data)
+        except (OSError, EdgeAgentError) as exc:
             log.error("cannot save the refined noise profile to %s (%s); kept in memory, retried later",
-                      self.state, exc.strerror)
+                      self.state, exc.strerror if isinstance(exc, OSError) else exc)
             return
         with self._lock:
             self._unsaved -= pending

@@ -8,6 +8,12 @@ With ``forensics.enrolment_trust`` (the fleet CA) in the agent config, the agent
 files only if this signature holds and names exactly their bytes: a profile or fingerprint
 swapped for another device's, or edited, stops the start with the reason. The chain is judged
 at signing time, like signed models, so an enrolment outlives the certificate that signed it.
+
+What the agent goes on learning while it runs (the refined noise profile,
+:mod:`edge_agent.forensics.refine`) is sealed the same way by :class:`DeviceSeal`: the state file
+is a flattened JWS of ``typ`` :data:`REFINED_SIG_TYP` whose payload is the state, signed by this
+device. The agent reads back only a state its own device signed; an edited or foreign one is set
+aside and the signed, learned profile is used.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 
-from ..errors import EnvelopeError, ForensicsError
-from .certs import device_id_of, load_certificates
+from ..errors import EdgeAgentError, EnvelopeError, ForensicsError
+from .certs import device_id_of, load_certificates, utcnow
 from .chained_jws import sign_chained, verify_chained
 from .jws import Signer
 
-__all__ = ["ENROLMENT_SIG_TYP", "SIGNATURE_NAME", "sign_enrolment", "verify_enrolment", "verify_enrolment_files"]
+__all__ = ["ENROLMENT_SIG_TYP", "REFINED_SIG_TYP", "SIGNATURE_NAME", "DeviceSeal", "sign_enrolment",
+           "verify_enrolment", "verify_enrolment_files"]
 
 ENROLMENT_SIG_TYP = "edge-agent.device-enrolment+jws"
+REFINED_SIG_TYP = "edge-agent.refined-noise-profile+jws"
 SIGNATURE_NAME = "enrolment.sig.json"
 
 
@@ -77,3 +86,48 @@ def verify_enrolment_files(paths: Sequence[Path], trust_pem: bytes, now: dt.date
     except Exception as exc:
         raise ForensicsError(f"the enrolment trust anchor is not a PEM certificate: {exc}") from None
     return verify_enrolment(sig.read_bytes(), {p.name: p.read_bytes() for p in paths}, anchors, now)
+
+
+@dataclass(frozen=True)
+class DeviceSeal:
+    """This device's signature over state it learns while running: :meth:`seal` wraps a payload in a
+    JWS signed by the device key, :meth:`open` returns the payload of a JWS this device signed (its
+    certificate chains to the fleet CA of its enrolment folder, and names this device id)."""
+
+    device_id: str
+    anchors: tuple[x509.Certificate, ...]
+    key: Signer | None = None  # None: can open, not seal (``edge-agent scan`` never writes)
+    chain: tuple[x509.Certificate, ...] = ()
+
+    @classmethod
+    def of(cls, identity: Path, *, signing: bool) -> "DeviceSeal":
+        """From an enrolment folder (``edge-agent enroll``); ``signing`` opens the device key too."""
+        from .enrollment import DeviceState
+
+        state = DeviceState(identity)
+        try:
+            anchors = tuple(load_certificates((identity / "fleet-ca.pem").read_bytes()))
+        except FileNotFoundError:
+            raise ForensicsError(f"{identity} has no fleet-ca.pem: the device is not enrolled yet "
+                                 "(edge-agent enroll install)") from None
+        if not signing:
+            return cls(state.device_id(), anchors)
+        device = state.load()
+        return cls(device.device_id, anchors, device.key, device.chain)
+
+    def seal(self, payload: bytes, now: dt.datetime | None = None) -> bytes:
+        if self.key is None:
+            raise ForensicsError("this device seal was opened without the device key: it cannot sign")
+        return sign_chained(REFINED_SIG_TYP, payload, self.key, self.chain, now or utcnow())
+
+    def open(self, data: bytes, name: str) -> bytes:
+        """The payload; raises :class:`ForensicsError` unless this device signed exactly it."""
+        payload, signer = verify_chained(data, REFINED_SIG_TYP, self.anchors, "device", None, name=name,
+                                         what="refined profile's signature", error=ForensicsError)
+        try:
+            signer_id = device_id_of(signer)
+        except EdgeAgentError as exc:
+            raise ForensicsError(f"{name} is signed by a certificate that names no device: {exc}") from None
+        if signer_id != self.device_id:
+            raise ForensicsError(f"{name} is signed by device {signer_id!r}, not by this device ({self.device_id!r})")
+        return payload
