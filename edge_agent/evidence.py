@@ -49,8 +49,10 @@ class EvidenceSettings:
     refine_state: Path | None = None
     noise_profile_sha256: str = ""  # of the configured profile file: the refined state must grow from it
     # ``forensics.device_identity``: the device's enrolment folder (``edge-agent enroll``); its key
-    # signs the refined state and only a state this device signed is read back (refine.py)
+    # signs the refined state and only a state this device signed is read back (refine.py), judged
+    # by ``enrolment_anchors`` (``forensics.enrolment_trust``) or else the folder's fleet-ca.pem
     device_identity: Path | None = None
+    enrolment_anchors: tuple[x509.Certificate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ class Evidence:
                 if settings.device_identity is not None:
                     from .trust.enrolment_signing import DeviceSeal
 
-                    seal = DeviceSeal.of(settings.device_identity, signing=refine)
+                    seal = DeviceSeal.of(settings.device_identity, signing=refine,
+                                         anchors=settings.enrolment_anchors)
                 self.refiner = ProfileRefiner(profile, settings.noise_profile_sha256, settings.refine_state,
                                               writable=refine, seal=seal)
                 profile = self.refiner.profile
@@ -213,7 +216,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
                 raise ConfigError("forensics: noise_profile and fingerprint must be in one folder with their "
                                   "enrolment.sig.json when enrolment_trust is set")
             try:
-                verify_enrolment_files(learned, trust.read_bytes())
+                enrolled_device = verify_enrolment_files(learned, trust.read_bytes())
             except ForensicsError as exc:
                 raise ConfigError(f"forensics.enrolment_trust: {exc}") from None
         profile_sha = ""
@@ -225,7 +228,16 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             profile, profile_sha = NoiseProfile.from_json(text), ProfileRefiner.sha256_of(text)
         refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None,
                                      [q for q in (path("noise_profile"), path("fingerprint"), path("fusion")) if q])
-        device_identity = _device_identity(section.get("device_identity"), base_dir)
+        device_identity = _device_identity(section.get("device_identity"), base_dir, refine_state is not None)
+        enrolment_anchors: tuple[Any, ...] = ()
+        if device_identity is not None and trust is not None:
+            from .trust.certs import load_certificates
+            from .trust.enrollment import DeviceState
+
+            enrolment_anchors = tuple(load_certificates(trust.read_bytes()))
+            if (named := DeviceState(device_identity).device_id()) != enrolled_device:
+                raise ConfigError(f"forensics.device_identity: {device_identity} is device {named!r}, but the "
+                                  f"learned files were signed by {enrolled_device!r}: give that device's folder")
         if (p := path("fingerprint")) is not None:
             from .forensics import Fingerprint
 
@@ -250,15 +262,20 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         refine_state=refine_state,
         noise_profile_sha256=profile_sha,
         device_identity=device_identity,
+        enrolment_anchors=enrolment_anchors,
     )
 
 
-def _device_identity(value: Any, base_dir: Path) -> Path | None:
-    """``forensics.device_identity``: an enrolment folder with the device's certificate installed."""
+def _device_identity(value: Any, base_dir: Path, refining: bool) -> Path | None:
+    """``forensics.device_identity``: an enrolment folder (``device.json`` and ``fleet-ca.pem``;
+    the agent opens the key and certificate at start). Only meaningful with ``refine_profile``."""
     if value is None:
         return None
     if not isinstance(value, str) or not value:
         raise ConfigError(f"forensics.device_identity: expected the enrolment folder (a string), found {value!r}")
+    if not refining:
+        raise ConfigError("forensics.device_identity is set but forensics.refine_profile is not: it signs the "
+                          "refined noise profile, so set both or neither")
     p = Path(value).expanduser()
     p = p if p.is_absolute() else base_dir / p
     if not (p / "device.json").is_file() or not (p / "fleet-ca.pem").is_file():

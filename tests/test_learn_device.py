@@ -14,9 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from sample_images import new_image, save
 from trust_factory import new_fleet
 
+from edge_agent.config import load_config
+from edge_agent.errors import ConfigError
 from edge_agent.forensics import Fingerprint, NoiseProfile
 from edge_agent.forensics.simulator import Panel, PanelSpec
 from edge_agent.trust.enrollment import DeviceState
+from edge_agent.trust.fleet_ca import FleetCA
+from edge_agent.trust.keys import PassphraseSource
 
 SHAPE = (512, 640)
 
@@ -117,9 +121,18 @@ def test_an_enrolled_device_signs_what_it_learned_and_scan_checks_the_signature(
     assert "# device_identity: " in run.stdout
     refining = run.stdout.replace("  # refine_profile:", "  refine_profile:").replace("  # device_identity:", "  device_identity:")
     (work / "refining.yaml").write_text(refining)
+    settings = load_config(work / "refining.yaml").forensics
+    assert settings.device_identity == (work / "identity").resolve() and settings.enrolment_anchors
     scan = _cli("scan", "--jsonl", "--config", "refining.yaml", "ours", cwd=work)
     assert scan.returncode in (0, 1), scan.stderr
     assert json.loads(scan.stdout)["verdict"] == v["verdict"]  # nothing refined yet: the same judgement
+    # the enrolment folder of another device cannot sign this device's refinements
+    other = DeviceState(work / "other-identity")
+    ca = FleetCA(work / "ca", PassphraseSource())
+    other.install(ca.issue_device(other.init("dx-0008")).public_bytes(serialization.Encoding.PEM), ca.cert_path.read_bytes())
+    (work / "foreign.yaml").write_text(refining.replace(str((work / "identity").resolve()), str(work / "other-identity")))
+    with pytest.raises(ConfigError, match="is device 'dx-0008', but the learned files were signed by 'dx-0007'"):
+        load_config(work / "foreign.yaml")
 
 
 def test_a_profile_edited_after_signing_stops_the_scan_naming_the_file(signed, tmp_path: Path) -> None:

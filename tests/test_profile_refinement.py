@@ -5,6 +5,7 @@ survives a restart (``forensics.refine_profile``)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from agent_harness import AgentProcess, journal_records, run_cli, wait_for, write_config
 from cryptography.hazmat.primitives import serialization
 from sample_images import new_image, save
-from trust_factory import new_fleet
+from trust_factory import new_device, new_fleet
 
 from edge_agent.config import load_config
 from edge_agent.errors import ConfigError
@@ -24,6 +25,7 @@ from edge_agent.forensics.noise import image_noise
 from edge_agent.forensics.refine import ProfileRefiner
 from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like
 from edge_agent.tiling import grid_tiles
+from edge_agent.trust.certs import utcnow
 from edge_agent.trust.enrollment import DeviceState
 from edge_agent.trust.enrolment_signing import DeviceSeal
 from edge_agent.trust.fleet_ca import FleetCA
@@ -212,7 +214,7 @@ def test_with_a_device_identity_only_a_refined_profile_this_device_signed_is_rea
     forged = {
         "edited payload": json.dumps({**jws, "payload": b64url_encode(json.dumps(body).encode())}).encode(),
         "unsigned state": json.dumps(body).encode(),
-        "another device's signature": DeviceSeal.of(other, signing=True).seal(json.dumps(body).encode()),
+        "another device's signature": DeviceSeal.of(other, signing=True).sign(json.dumps(body).encode()),
     }
     for what, data in forged.items():
         state.write_bytes(data)
@@ -226,6 +228,35 @@ def test_with_a_device_identity_only_a_refined_profile_this_device_signed_is_rea
     assert "signed by device 'dx-0002', not by this device ('dx-0001')" in caplog.text
 
 
+def test_a_device_that_cannot_sign_keeps_learning_in_memory_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(6)
+    base = _base_profile(tmp_path / "profile.json", rng)
+    ca = new_fleet(tmp_path / "ca")
+    now = utcnow()
+    expired = new_device(ca, "dx-0003", issued=now - dt.timedelta(days=60), days=30)
+    valid = new_device(ca, "dx-0003", issued=now - dt.timedelta(days=1), days=30)
+
+    class PulledToken:  # a PKCS#11 token removed mid-run: the library raises its own error type
+        def public_key(self):  # noqa: ANN201
+            return valid.key.public_key()
+
+        def sign_es256(self, data: bytes) -> bytes:
+            raise RuntimeError("CKR_DEVICE_REMOVED")
+
+    seals = {"certificate expired": DeviceSeal("dx-0003", (ca.certificate(),), expired.key, (expired.cert,)),
+             "CKR_DEVICE_REMOVED": DeviceSeal("dx-0003", (ca.certificate(),), PulledToken(), (valid.cert,))}
+    for why, seal in seals.items():
+        state = tmp_path / f"{why}.json"
+        refiner = ProfileRefiner(base, "a" * 64, state, seal=seal, save_every=1)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert refiner.offer(_features(Panel(PanelSpec(31, shape=SHAPE)).acquire(rng)), "authentic")
+        assert refiner.learned == 1 and _means(refiner.profile) != _means(base)  # kept in memory
+        assert not state.exists() and "cannot save the refined noise profile" in caplog.text and why in caplog.text
+
+
 def test_signed_enrolments_need_the_device_identity_to_refine(tmp_path: Path) -> None:
     _base_profile(tmp_path / "profile.json", np.random.default_rng(9))
     (tmp_path / "fleet-ca.pem").write_text("not checked before the settings are complete")
@@ -236,6 +267,9 @@ def test_signed_enrolments_need_the_device_identity_to_refine(tmp_path: Path) ->
     (tmp_path / "agent.yaml").write_text("forensics:\n  noise_profile: profile.json\n  refine_profile: state/r.json\n"
                                          "  device_identity: nowhere\n")
     with pytest.raises(ConfigError, match="is not an enrolled device's folder"):
+        load_config(tmp_path / "agent.yaml")
+    (tmp_path / "agent.yaml").write_text("forensics:\n  noise_profile: profile.json\n  device_identity: nowhere\n")
+    with pytest.raises(ConfigError, match="device_identity is set but forensics.refine_profile is not"):
         load_config(tmp_path / "agent.yaml")
 
 

@@ -42,11 +42,11 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import EdgeAgentError, ForensicsError
+from ..errors import ForensicsError
 from ..spool import write_atomically
 from .noise import NoiseFeatures, NoiseProfile
 
-__all__ = ["ProfileRefiner", "typical"]
+__all__ = ["ProfileRefiner", "Seal", "typical"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ _FORMAT = "edge-agent-refined-noise-profile"
 class Seal(Protocol):
     """Signs the state file's bytes and opens them again (raising :class:`ForensicsError`)."""
 
-    def seal(self, payload: bytes) -> bytes: ...
+    def sign(self, payload: bytes) -> bytes: ...
 
     def open(self, data: bytes, name: str) -> bytes: ...
 
@@ -168,12 +168,14 @@ class ProfileRefiner:
             body = {"format": _FORMAT, "version": 1, "base_sha256": self.base_sha256, "learned": self.learned,
                     "profile": json.loads(self.profile.to_json())}
             pending = self._unsaved
+        data = json.dumps(body, indent=1).encode()
         try:
-            data = json.dumps(body, indent=1).encode()
-            write_atomically(self.state, self.seal.seal(data) if self.seal is not None else data)
-        except (OSError, EdgeAgentError) as exc:
+            if self.seal is not None:
+                data = self.seal.sign(data)
+            write_atomically(self.state, data)
+        except Exception as exc:  # a full disk, an expired certificate, a key token pulled out
             log.error("cannot save the refined noise profile to %s (%s); kept in memory, retried later",
-                      self.state, exc.strerror if isinstance(exc, OSError) else exc)
+                      self.state, exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}")
             return
         with self._lock:
             self._unsaved -= pending

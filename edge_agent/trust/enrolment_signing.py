@@ -27,8 +27,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..errors import EdgeAgentError, EnvelopeError, ForensicsError
-from .certs import device_id_of, load_certificates, utcnow
+from ..errors import EnvelopeError, ForensicsError
+from .certs import device_id_of, load_certificates, utcnow, validate_chain
 from .chained_jws import sign_chained, verify_chained
 from .jws import Signer
 
@@ -90,35 +90,54 @@ def verify_enrolment_files(paths: Sequence[Path], trust_pem: bytes, now: dt.date
 
 @dataclass(frozen=True)
 class DeviceSeal:
-    """This device's signature over state it learns while running: :meth:`seal` wraps a payload in a
-    JWS signed by the device key, :meth:`open` returns the payload of a JWS this device signed (its
-    certificate chains to the fleet CA of its enrolment folder, and names this device id)."""
+    """This device's signature over state it learns while running. :meth:`sign` wraps a payload
+    in a flattened JWS (RFC 7515 §7.2.2, ES256) signed by the device key, with the certificate
+    chain in ``x5c`` (§4.1.6) and the signing time in ``iat`` (RFC 7519 §4.1.6). :meth:`open`
+    returns the payload of such a JWS only if this device signed it, under a certificate that
+    chains to ``anchors`` at that time.
+
+    A replayed older state that this device signed is accepted. The refiner binds each state to
+    the learned profile it grew from, and every signed state already passed the refiner's gates,
+    so a replay can only roll drift tracking back, not widen the profile."""
 
     device_id: str
     anchors: tuple[x509.Certificate, ...]
-    key: Signer | None = None  # None: can open, not seal (``edge-agent scan`` never writes)
+    key: Signer | None = None  # None: can open, not sign (``edge-agent scan`` never writes)
     chain: tuple[x509.Certificate, ...] = ()
 
     @classmethod
-    def of(cls, identity: Path, *, signing: bool) -> "DeviceSeal":
-        """From an enrolment folder (``edge-agent enroll``); ``signing`` opens the device key too."""
+    def of(cls, identity: Path, *, signing: bool, anchors: Sequence[x509.Certificate] = ()) -> "DeviceSeal":
+        """From an enrolment folder (``edge-agent enroll``); ``signing`` opens the device key too.
+        ``anchors``: the fleet CA to judge signatures by (``forensics.enrolment_trust``), else the
+        folder's own ``fleet-ca.pem``."""
         from .enrollment import DeviceState
 
         state = DeviceState(identity)
+        if not anchors:
+            try:
+                anchors = load_certificates((identity / "fleet-ca.pem").read_bytes())
+            except OSError as exc:
+                raise ForensicsError(f"{identity / 'fleet-ca.pem'} cannot be read ({exc.strerror}): "
+                                     "the device is not enrolled yet (edge-agent enroll install)") from None
         try:
-            anchors = tuple(load_certificates((identity / "fleet-ca.pem").read_bytes()))
-        except FileNotFoundError:
-            raise ForensicsError(f"{identity} has no fleet-ca.pem: the device is not enrolled yet "
-                                 "(edge-agent enroll install)") from None
-        if not signing:
-            return cls(state.device_id(), anchors)
-        device = state.load()
-        return cls(device.device_id, anchors, device.key, device.chain)
+            if not signing:
+                return cls(state.device_id(), tuple(anchors))
+            device = state.load()
+        except (OSError, ValueError) as exc:  # unreadable (permissions) or torn device.json
+            raise ForensicsError(f"the enrolment folder {identity} cannot be read: {exc}") from None
+        return cls(device.device_id, tuple(anchors), device.key, device.chain)
 
-    def seal(self, payload: bytes, now: dt.datetime | None = None) -> bytes:
+    def sign(self, payload: bytes, now: dt.datetime | None = None) -> bytes:
+        """The JWS over ``payload``; raises :class:`ForensicsError` when the device's certificate is
+        not valid now (expired, not yet valid, another fleet): :meth:`open` would refuse the result."""
         if self.key is None:
             raise ForensicsError("this device seal was opened without the device key: it cannot sign")
-        return sign_chained(REFINED_SIG_TYP, payload, self.key, self.chain, now or utcnow())
+        at = now or utcnow()
+        try:
+            validate_chain(self.chain[0], self.chain[1:], self.anchors, at=at, purpose="device")
+        except EnvelopeError as exc:
+            raise ForensicsError(f"the device certificate cannot sign now ({exc.reason}): {exc}") from None
+        return sign_chained(REFINED_SIG_TYP, payload, self.key, self.chain, at)
 
     def open(self, data: bytes, name: str) -> bytes:
         """The payload; raises :class:`ForensicsError` unless this device signed exactly it."""
@@ -126,7 +145,7 @@ class DeviceSeal:
                                          what="refined profile's signature", error=ForensicsError)
         try:
             signer_id = device_id_of(signer)
-        except EdgeAgentError as exc:
+        except EnvelopeError as exc:
             raise ForensicsError(f"{name} is signed by a certificate that names no device: {exc}") from None
         if signer_id != self.device_id:
             raise ForensicsError(f"{name} is signed by device {signer_id!r}, not by this device ({self.device_id!r})")
