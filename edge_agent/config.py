@@ -363,7 +363,7 @@ def _build(cls: type, data: object, prefix: str, base_dir: Path, nested: dict[st
         elif nested and key in nested:
             kwargs[key] = _build(nested[key], {} if value is None else value, f"{key}.", base_dir)
         elif key in _PATH_KEYS and isinstance(value, str) and value:
-            kwargs[key] = _resolve(value, base_dir)
+            kwargs[key] = resolve_path(value, base_dir)
         elif key == "socket_mode" and isinstance(value, str):
             kwargs[key] = _octal(value)
         elif key in _SIZE_KEYS and isinstance(value, str):
@@ -383,6 +383,7 @@ def _octal(value: str) -> object:
         return value
 
 
-def _resolve(value: str, base_dir: Path) -> Path:
+def resolve_path(value: str, base_dir: Path) -> Path:
+    """A path from a config file: ``~`` expanded, relative paths taken from the config's folder."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else base_dir / p

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import resolve_path
 from .errors import ConfigError, ForensicsError
 from .fusion import FusionModel
 
@@ -177,8 +178,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             return None
         if not isinstance(value, str):
             raise ConfigError(f"forensics.{key}: expected a path (a string), found {value!r}")
-        p = Path(value).expanduser()
-        p = p if p.is_absolute() else base_dir / p
+        p = resolve_path(value, base_dir)
         if not p.is_file():
             raise ConfigError(f"forensics.{key}: {p} does not exist")
         return p
@@ -215,8 +215,9 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             if len({p.parent for p in learned}) > 1:
                 raise ConfigError("forensics: noise_profile and fingerprint must be in one folder with their "
                                   "enrolment.sig.json when enrolment_trust is set")
+            trust_pem = trust.read_bytes()
             try:
-                enrolled_device = verify_enrolment_files(learned, trust.read_bytes())
+                enrolled_device = verify_enrolment_files(learned, trust_pem)
             except ForensicsError as exc:
                 raise ConfigError(f"forensics.enrolment_trust: {exc}") from None
         profile_sha = ""
@@ -234,7 +235,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             from .trust.certs import load_certificates
             from .trust.enrollment import DeviceState
 
-            enrolment_anchors = tuple(load_certificates(trust.read_bytes()))
+            enrolment_anchors = tuple(load_certificates(trust_pem))
             if (named := DeviceState(device_identity).device_id()) != enrolled_device:
                 raise ConfigError(f"forensics.device_identity: {device_identity} is device {named!r}, but the "
                                   f"learned files were signed by {enrolled_device!r}: give that device's folder")
@@ -276,8 +277,7 @@ def _device_identity(value: Any, base_dir: Path, refining: bool) -> Path | None:
     if not refining:
         raise ConfigError("forensics.device_identity is set but forensics.refine_profile is not: it signs the "
                           "refined noise profile, so set both or neither")
-    p = Path(value).expanduser()
-    p = p if p.is_absolute() else base_dir / p
+    p = resolve_path(value, base_dir)
     if not (p / "device.json").is_file() or not (p / "fleet-ca.pem").is_file():
         raise ConfigError(f"forensics.device_identity: {p} is not an enrolled device's folder (no device.json and "
                           "fleet-ca.pem): run edge-agent enroll init / install there first")
@@ -293,8 +293,7 @@ def _refine_state(value: Any, base_dir: Path, has_profile: bool, inputs: list[Pa
     if not has_profile:
         raise ConfigError("forensics.refine_profile is set but forensics.noise_profile is not: "
                           "learn a profile first (edge-agent learn), then it can be refined")
-    p = Path(value).expanduser()
-    p = p if p.is_absolute() else base_dir / p
+    p = resolve_path(value, base_dir)
     if p.is_dir():
         raise ConfigError(f"forensics.refine_profile: {p} is a folder; give a file path")
     if any(p.resolve() == q.resolve() for q in inputs):
