@@ -88,12 +88,18 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str,
-                   exclude_family: str | None = None, steps: int | None = None) -> Path:
-    """Train the tile detector; returns the final checkpoint path (resumes from ``tag``-last.pt)."""
+                   exclude_family: str | None = None, steps: int | None = None,
+                   exclude_sources: frozenset[str] = frozenset()) -> Path:
+    """Train the tile detector; returns the final checkpoint path (resumes from ``tag``-last.pt).
+    ``exclude_sources``: leave out the real images of these sources and every fake made from them
+    (a hospital the detector never saw; the generators' output is kept)."""
     dc = cfg.detector
     steps = steps or dc["steps"]
     bank = load_tilebank(work, "train")
     keep = np.ones(len(bank["label"]), bool) if exclude_family is None else bank["family"] != exclude_family
+    if exclude_sources:
+        source = {r["id"]: r["source"] for r in read_images(work)}
+        keep &= np.array([source[i] not in exclude_sources for i in bank["id"]])
     idx_all = np.nonzero(keep)[0]
     probs = sampling_probs(bank["label"][idx_all], bank["group"][idx_all])
     tiles = np.asarray(bank["tiles"])  # into RAM
@@ -153,7 +159,8 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
             log(f"{tag}: step {step + 1}/{steps} loss {run_loss:.4f} ({(time.time() - t0) / (step + 1 - start):.2f} s/step)")
         if (step + 1) % 100 == 0 or step + 1 == steps:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step + 1,
-                        "width": list(dc["width"]), "exclude": exclude_family}, ck)
+                        "width": list(dc["width"]), "exclude": exclude_family,
+                        "exclude_sources": sorted(exclude_sources)}, ck)
     _val_report(work, model, log, tag)
     return ck
 
