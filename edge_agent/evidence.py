@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .dicom_signature import ProvenanceResult
     from .forensics import DeviceIdentity, Fingerprint, LayerFinding, NoiseFeatures, NoiseProfile
     from .forensics.refine import ProfileRefiner
+    from .site_calibration import SiteCalibration
 
 __all__ = ["EvidenceSettings", "Evidence", "FrameEvidence", "load_evidence_settings"]
 
@@ -54,6 +55,9 @@ class EvidenceSettings:
     # by ``enrolment_anchors`` (``forensics.enrolment_trust``) or else the folder's fleet-ca.pem
     device_identity: Path | None = None
     enrolment_anchors: tuple[x509.Certificate, ...] = ()
+    # ``forensics.model_calibration``: the model's scale on this device's authentic images
+    # (edge_agent/site_calibration.py, written by ``edge-agent learn``)
+    model_calibration: SiteCalibration | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,8 @@ def _guarded(layer: str, check: Callable[[], LayerFinding]) -> LayerFinding:
 def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceSettings:
     """The agent config's ``forensics:`` section (validated; paths relative to the config)."""
     allowed = {"metadata", "signatures", "identity", "capture_trust", "noise_profile", "fingerprint",
-               "fingerprint_sha256", "enrolment_trust", "fusion", "refine_profile", "device_identity"}
+               "fingerprint_sha256", "enrolment_trust", "fusion", "refine_profile", "device_identity",
+               "model_calibration"}
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"forensics: unknown key(s) {sorted(unknown)}; known keys: {sorted(allowed)}")
@@ -209,12 +214,12 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         if (trust := path("enrolment_trust")) is not None:  # the device signed what it learned
             from .trust.enrolment_signing import verify_enrolment_files
 
-            learned = [p for p in (path("noise_profile"), path("fingerprint")) if p is not None]
+            learned = [p for p in (path("noise_profile"), path("fingerprint"), path("model_calibration")) if p is not None]
             if not learned:
                 raise ConfigError("forensics.enrolment_trust is set but neither noise_profile nor fingerprint is")
             if len({p.parent for p in learned}) > 1:
-                raise ConfigError("forensics: noise_profile and fingerprint must be in one folder with their "
-                                  "enrolment.sig.json when enrolment_trust is set")
+                raise ConfigError("forensics: noise_profile, fingerprint and model_calibration must be in one folder "
+                                  "with their enrolment.sig.json when enrolment_trust is set")
             trust_pem = trust.read_bytes()
             try:
                 enrolled_device = verify_enrolment_files(learned, trust_pem)
@@ -246,6 +251,14 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         fusion = FusionModel()
         if (p := path("fusion")) is not None:
             fusion = FusionModel.from_json(p.read_text())
+        calibration = None
+        if (p := path("model_calibration")) is not None:
+            from .site_calibration import SiteCalibration
+
+            try:
+                calibration = SiteCalibration.from_json(p.read_text())
+            except ValueError as exc:
+                raise ConfigError(f"forensics.model_calibration: {p}: {exc}") from None
     except ConfigError:
         raise
     except (TypeError, ValueError, json.JSONDecodeError) as exc:
@@ -264,6 +277,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         noise_profile_sha256=profile_sha,
         device_identity=device_identity,
         enrolment_anchors=enrolment_anchors,
+        model_calibration=calibration,
     )
 
 

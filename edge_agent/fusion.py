@@ -111,12 +111,14 @@ def fuse(
     provenance: ProvenanceResult | None,
     thresholds: Thresholds,
     weights: FusionModel = FusionModel(),
+    model_notes: Sequence[Reason] = (),
 ) -> Fused:
     """Pure: the evidence in, label + score + every reason out. ``thresholds`` are the model's;
-    fitted weights with their own thresholds override them."""
+    fitted weights with their own thresholds override them. ``model_notes`` follow the model's
+    reason (how its logit was read: the site calibration)."""
     thresholds = weights.thresholds(thresholds)
     logit = weights.bias + weights.model * model_logit
-    reasons = [model_reason]
+    reasons = [model_reason, *model_notes]
     for f in findings:
         if f.score is not None:
             logit += weights.judged(f.layer) + weights.weight(f.layer) * f.score

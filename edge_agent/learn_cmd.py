@@ -15,6 +15,13 @@ for ``agent.yaml`` / ``scan --config``, with the fingerprint's SHA-256 pin. With
 (``enrolment.sig.json``, :mod:`edge_agent.trust.enrolment_signing`) and the printed lines make
 the agent check that signature against the fleet CA before it uses them.
 
+It also runs the detector on the acquisitions and writes ``model-calibration.json``: the model's
+median score on this device's authentic images against its median on its own validation reals,
+so the agent reads the model's score on this device's scale (:mod:`edge_agent.site_calibration`;
+a device the model never saw can otherwise raise far more false alarms than the 1 % its threshold
+was set for). It needs at least 20 acquisitions and is skipped, with a note, below that or with
+``--no-model-calibration``; learn again after a model update.
+
 With ``--flat-fields`` the fingerprint comes from the vendor's flat-field calibration frames
 (uniform exposures; no patient image needed, so a vendor can enrol at the factory) and the
 acquisitions, if given, teach only the noise profile (a flat frame has one grey level: it cannot
@@ -61,13 +68,15 @@ class Learned:
     noise_images: int
     fingerprint_images: int
     notes: list[str] = field(default_factory=list)
+    model_logits: list[float] = field(default_factory=list)  # the detector's, per acquisition of the modality
 
 
 Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
 
 
 def learn_device(read: Frames | None, modality: str | None = None, min_images: int = MIN_IMAGES,
-                 fingerprint_model: str = "additive", flat_fields: Frames | None = None) -> Learned:
+                 fingerprint_model: str = "additive", flat_fields: Frames | None = None,
+                 score: Callable[[np.ndarray], float] | None = None) -> Learned:
     """Noise profile and fingerprint from authentic acquisitions.
 
     ``read()`` yields ``(name, modality, frame)`` with frames float32 grey in [0, 1] as the agent
@@ -77,7 +86,8 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     ``flat_fields()``, when given, yields the vendor's flat-field calibration frames (uniform
     exposures, no anatomy): the fingerprint is enrolled from them instead, and ``read`` (may then be
     ``None``: no noise profile) feeds only the profile; flat frames have one grey level, so they
-    cannot teach how noise follows the signal.
+    cannot teach how noise follows the signal. ``score(frame)``, when given, is the detector's image
+    logit: it is taken of every acquisition of the modality (``Learned.model_logits``).
     Raises :class:`ForensicsError` when fewer than ``min_images`` frames are usable.
     """
     from .forensics import FingerprintEnrollment
@@ -88,8 +98,9 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         raise ForensicsError("nothing to learn from: give acquisitions, flat-field frames, or both")
     notes: list[str] = []
     profile_json, noise_images, shapes = None, 0, collections.Counter[tuple[int, int]]()
+    logits: list[float] = []
     if read is not None:
-        profile_json, noise_images, modality, shapes = _learn_profile(read, modality, min_images, notes)
+        profile_json, noise_images, modality, shapes, logits = _learn_profile(read, modality, min_images, notes, score)
     source, chosen = read, modality
     if flat_fields is not None:
         acquired = shapes.most_common(1)[0][0] if shapes else None
@@ -119,7 +130,7 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     if acc.images != count:
         raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
     fp = acc.finish().quantised(8)
-    return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes)
+    return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits)
 
 
 def _of_modality(m: str, chosen: str | None) -> bool:
@@ -127,34 +138,37 @@ def _of_modality(m: str, chosen: str | None) -> bool:
     return not m or not chosen or m == chosen
 
 
-def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: list[str]
-                   ) -> tuple[str, int, str, collections.Counter[tuple[int, int]]]:
+def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: list[str],
+                   score: Callable[[np.ndarray], float] | None = None
+                   ) -> tuple[str, int, str, collections.Counter[tuple[int, int]], list[float]]:
     """One pass over the acquisitions: the noise profile (JSON), how many frames it learned from,
-    the modality, and the frame sizes of that modality."""
+    the modality, the frame sizes of that modality and the detector's logits on them."""
     from .forensics import NoiseProfile
     from .forensics.noise import image_noise
 
-    seen: list[tuple[str, tuple[int, int], NoiseFeatures | None]] = []  # modality, shape, noise per frame
+    seen: list[tuple[str, tuple[int, int], NoiseFeatures | None, float | None]] = []  # modality, shape, noise, logit
     for name, m, frame in read():
         tiles, _ = grid_tiles(frame, 256, 64)
         f = image_noise(tiles)
         if f.flat_blocks < 8:
             notes.append(f"{name}: too few flat, unsaturated regions to measure its noise; left out of the profile")
-        seen.append((m, (int(frame.shape[0]), int(frame.shape[1])), f if f.flat_blocks >= 8 else None))
+        logit = score(frame) if score is not None else None
+        seen.append((m, (int(frame.shape[0]), int(frame.shape[1])), f if f.flat_blocks >= 8 else None, logit))
     if modality is None:
-        named = sorted({m for m, _, _ in seen if m})
+        named = sorted({m for m, _, _, _ in seen if m})
         if len(named) > 1:
             raise ForensicsError(f"the images are of several modalities ({', '.join(named)}): a noise profile "
                                  "is per modality; pass --modality to choose one")
         modality = named[0] if named else ""
-    kept = [(sh, f) for m, sh, f in seen if _of_modality(m, modality)]
+    kept = [(sh, f) for m, sh, f, _ in seen if _of_modality(m, modality)]
+    logits = [lo for m, _, _, lo in seen if lo is not None and _of_modality(m, modality)]
     if len(kept) < len(seen):
         notes.append(f"{len(seen) - len(kept)} frame(s) of other modalities left out")
     feats = [f for _, f in kept if f is not None]
     if len(feats) < min_images:
         raise ForensicsError(f"{len(feats)} usable image(s) for the noise profile; at least {min_images} are needed")
     profile = NoiseProfile.fit(feats, modality=modality, source=f"edge-agent learn: {len(feats)} authentic images")
-    return profile.to_json(), len(feats), modality, collections.Counter(sh for sh, _ in kept)
+    return profile.to_json(), len(feats), modality, collections.Counter(sh for sh, _ in kept), logits
 
 
 def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarray]]:
@@ -179,11 +193,50 @@ def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarr
               "full-bit-depth output where you can (an export keeps little of the fingerprint)", file=sys.stderr)
 
 
+CALIBRATION_NAME = "model-calibration.json"
+
+
+def _model_scorer(args: argparse.Namespace, notes: list[str]) -> tuple[Callable[[np.ndarray], float] | None, object]:
+    """The detector's image logit, for the site calibration; (None, None) when it is not wanted or
+    cannot be had (said in ``notes``: the enrolment itself does not depend on it)."""
+    if args.no_model_calibration or not args.paths:
+        return None, None
+    from .detect import open_detector
+    from .site_calibration import reference_median
+
+    try:
+        det = open_detector(args.model, threads=2)
+        reference_median(det.manifest)
+    except EdgeAgentError as exc:
+        notes.append(f"no model calibration: {exc}")
+        return None, None
+    return (lambda frame: det.score(frame).logit), det.manifest
+
+
+def _calibration(learned: Learned, manifest: object, notes: list[str]) -> bytes | None:
+    from .site_calibration import MIN_IMAGES as CAL_MIN, SiteCalibration
+
+    if manifest is None:
+        return None
+    if len(learned.model_logits) < CAL_MIN:
+        notes.append(f"no model calibration: {len(learned.model_logits)} acquisition(s) of the modality; it needs at "
+                     f"least {CAL_MIN} (the median of fewer moves too much between sets of images)")
+        return None
+    try:
+        cal = SiteCalibration.learn(learned.model_logits, manifest,  # type: ignore[arg-type]
+                                    f"edge-agent learn: {len(learned.model_logits)} authentic {learned.modality or 'image'} frame(s)")
+    except ValueError as exc:
+        notes.append(f"no model calibration: {exc}")
+        return None
+    return cal.to_json().encode()
+
+
 def run_learn(args: argparse.Namespace) -> int:
     out: Path = args.out
     targets = (out / "noise-profile.json", out / "fingerprint.bin")
     sig_path = out / "enrolment.sig.json"
-    existing = [p for p in (*targets, sig_path) if p.exists()]
+    cal_path = out / CALIBRATION_NAME
+    existing = [p for p in (*targets, cal_path, sig_path) if p.exists()]
     if existing and not args.force:
         print(f"edge-agent learn: {existing[0]} exists; pass --force to replace it", file=sys.stderr)
         return 2
@@ -204,11 +257,15 @@ def run_learn(args: argparse.Namespace) -> int:
                 return _frames(paths, report)
             return read
 
+        early: list[str] = []
+        score, manifest = _model_scorer(args, early)
         learned = learn_device(reader(args.paths) if args.paths else None, args.modality, args.min_images,
-                               args.fingerprint_model, reader(args.flat_fields) if args.flat_fields else None)
+                               args.fingerprint_model, reader(args.flat_fields) if args.flat_fields else None, score)
     except EdgeAgentError as exc:
         print(f"edge-agent learn: {exc}; nothing written", file=sys.stderr)
         return 2
+    learned.notes[:0] = early
+    calibration = _calibration(learned, manifest, learned.notes)
     for note in learned.notes:
         print(f"edge-agent learn: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,6 +274,10 @@ def run_learn(args: argparse.Namespace) -> int:
         files[targets[0].name] = learned.profile_json.encode()
     elif targets[0].exists():  # --force: the folder holds exactly what this enrolment learned
         targets[0].unlink()
+    if calibration is not None:
+        files[CALIBRATION_NAME] = calibration
+    elif cal_path.exists():
+        cal_path.unlink()
     for name, data in files.items():
         write_atomically(out / name, data)
     if device is not None:
@@ -237,6 +298,9 @@ def run_learn(args: argparse.Namespace) -> int:
         print(f"  noise_profile: {targets[0].resolve()}")
     print(f"  fingerprint: {targets[1].resolve()}")
     print(f"  fingerprint_sha256: {learned.fingerprint_sha256}")
+    if calibration is not None:
+        print(f"  model_calibration: {cal_path.resolve()}   # the model's scale on this device "
+              "(docs/site-calibration.md); learn again after a model update")
     if device is not None:
         print(f"  enrolment_trust: {(args.identity / 'fleet-ca.pem').resolve()}   # signed by device {device.device_id}")
     if learned.profile_json is not None:
@@ -263,5 +327,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="how the fixed pattern enters the image (docs/forensics.md)")
     p.add_argument("--identity", type=Path, metavar="DIR",
                    help="the device's enrolment folder (edge-agent enroll): sign what was learned with the device key")
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help="the model the agent runs (default: the shipped one), for the site calibration")
+    p.add_argument("--no-model-calibration", action="store_true",
+                   help="do not measure the model on the acquisitions (no model-calibration.json)")
     p.add_argument("--force", action="store_true", help="replace an existing profile and fingerprint")
     p.set_defaults(func=run_learn)

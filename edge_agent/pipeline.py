@@ -7,6 +7,7 @@ becomes an ``unreadable`` verdict with the reason, so one broken file never stop
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ from .detect import Detector, FrameScore, open_detector
 from .errors import UnreadableImage
 from .evidence import Evidence, EvidenceSettings, FrameEvidence
 from .fusion import fuse
+from .tiling import sigmoid
 from .verdict import Reason, Timings, Verdict
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ class Pipeline:
         self.limits = limits
         self.evidence = evidence if evidence is not None else Evidence()
         self._layers: ThreadPoolExecutor | None = None
+        self.calibration = self.evidence.settings.model_calibration
+        if self.calibration is not None:  # a scale learned on other weights would mislead: refuse
+            self.calibration.check_model(detector.manifest)
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
         """All verdicts for one file (one per frame)."""
@@ -120,8 +125,13 @@ class Pipeline:
         for i, frame in enumerate(decoded.frames):
             fs, frame_evidence, layers_ms = self.score_frame(frame, decoded)
             findings = [*file_findings, *frame_evidence.findings]
+            notes: tuple[Reason, ...] = ()
+            if self.calibration is not None:  # this device's scale (edge_agent/site_calibration.py)
+                logit = fs.logit - self.calibration.offset
+                fs = dataclasses.replace(fs, logit=logit, score=sigmoid(logit))
+                notes = (Reason("model.site_calibrated", self.calibration.describe()),)
             model_reason = _model_reason(th.label(fs.score), fs, th.suspicious)
-            fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion)
+            fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion, notes)
             if i == 0:  # one frame per file teaches the noise profile (a 100-frame file counts once)
                 self.evidence.learn(frame_evidence, fused.label)
             forensics_ms = layers_ms + (file_ms if i == 0 else 0.0)

@@ -235,7 +235,7 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     thr = thresholds_from_reals(sv[yv == 0])
     res["aggregate"] = {"method": method, "topk": k, "candidates": agg_choice}
     res["thresholds"] = {**thr, "suspicious": float(_sig(thr["suspicious_logit"])), "synthetic": float(_sig(thr["synthetic_logit"])),
-                         "n_val_real": int((yv == 0).sum())}
+                         "n_val_real": int((yv == 0).sum()), "reference_median_logit": float(np.median(sv[yv == 0]))}
     log(f"evaluate: val done ({time.time() - t0:.0f} s); aggregate {method}/{k}; thresholds {res['thresholds']}")
     cache.d.clear()
 

@@ -1,0 +1,149 @@
+"""Site calibration: ``edge-agent learn`` measures the shipped model on the device's own authentic
+acquisitions, and ``scan`` / the agent then read the model's score on that device's scale."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sample_images import new_image, save
+
+from edge_agent.detect import default_model_dir
+from edge_agent.errors import ConfigError
+from edge_agent.manifest import load_manifest
+from edge_agent.site_calibration import MAX_OFFSET, MIN_IMAGES, SiteCalibration, reference_median
+from edge_agent.forensics.simulator import Panel, PanelSpec
+
+SHAPE = (512, 640)
+
+
+def _acquisitions(folder: Path, n: int, seed: int) -> None:
+    """``n`` authentic DX exposures of one simulated panel, as 12-bit DICOM files."""
+    panel, rng = Panel(PanelSpec(7, shape=SHAPE)), np.random.default_rng(seed)
+    for i in range(n):
+        px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
+        save(new_image(px, bits_stored=12, Modality="DX"), folder / f"img{i:02d}.dcm")
+
+
+def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _logits(scan: subprocess.CompletedProcess[str]) -> dict[str, float]:
+    out = {}
+    for v in map(json.loads, scan.stdout.splitlines()):
+        s = v["score"]
+        out[Path(v["path"]).name] = math.log(s / (1 - s))
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    work = tmp_path_factory.mktemp("site")
+    _acquisitions(work / "first", MIN_IMAGES, seed=3)
+    _acquisitions(work / "later", 3, seed=40)
+    run = _cli("learn", "--out", work / "device", "first", cwd=work)
+    return work, run
+
+
+def test_learn_measures_the_model_on_the_sites_own_images_as_scan_scores_them(site) -> None:
+    work, run = site
+    assert run.returncode == 0, run.stderr
+    cal = SiteCalibration.from_json((work / "device" / "model-calibration.json").read_text())
+    assert "model_calibration: " in run.stdout and cal.n_images == MIN_IMAGES
+    manifest = load_manifest(default_model_dir())
+    assert (cal.model_name, cal.model_version) == (manifest.name, manifest.version)
+    assert cal.reference_median_logit == reference_median(manifest)
+    raw = _logits(_cli("scan", "--jsonl", "first", cwd=work))  # the shipped model alone
+    assert len(raw) == MIN_IMAGES
+    assert cal.site_median_logit == pytest.approx(float(np.median(list(raw.values()))), abs=1e-4)
+
+
+def test_scan_with_the_calibration_moves_every_score_by_the_sites_offset_and_says_so(site) -> None:
+    work, run = site
+    cal = SiteCalibration.from_json((work / "device" / "model-calibration.json").read_text())
+    (work / "calibrated.yaml").write_text(
+        f"forensics:\n  metadata: false\n  model_calibration: {work / 'device' / 'model-calibration.json'}\n")
+    (work / "plain.yaml").write_text("forensics:\n  metadata: false\n")
+    plain = _logits(_cli("scan", "--jsonl", "--config", "plain.yaml", "later", cwd=work))
+    scan = _cli("scan", "--jsonl", "--config", "calibrated.yaml", "later", cwd=work)
+    calibrated = _logits(scan)
+    assert len(plain) == len(calibrated) == 3, scan.stderr
+    for name, logit in plain.items():
+        assert calibrated[name] == pytest.approx(logit - cal.offset, abs=1e-4)
+    for v in map(json.loads, scan.stdout.splitlines()):
+        (note,) = [r for r in v["reasons"] if r["code"] == "model.site_calibrated"]
+        assert f"{cal.offset:+.2f}" in note["message"] and f"({MIN_IMAGES} images)" in note["message"]
+
+
+def test_a_calibration_learned_for_another_model_version_stops_the_scan_naming_both(site, tmp_path: Path) -> None:
+    work, _ = site
+    data = json.loads((work / "device" / "model-calibration.json").read_text())
+    data["model_version"] = "0.9.0"
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    (tmp_path / "agent.yaml").write_text(f"forensics:\n  model_calibration: {tmp_path / 'old.json'}\n")
+    scan = _cli("scan", "--jsonl", "--config", tmp_path / "agent.yaml", work / "later", cwd=tmp_path)
+    assert scan.returncode == 2 and scan.stdout == ""
+    assert "learned for model xray-npr 0.9.0" in scan.stderr and "run edge-agent learn again" in scan.stderr
+
+
+def test_a_damaged_calibration_file_is_a_config_error_naming_it(site, tmp_path: Path) -> None:
+    from edge_agent.config import load_config
+
+    work, _ = site
+    text = (work / "device" / "model-calibration.json").read_text()
+    (tmp_path / "cut.json").write_text(text[: len(text) // 2])
+    (tmp_path / "agent.yaml").write_text(f"forensics:\n  model_calibration: {tmp_path / 'cut.json'}\n")
+    with pytest.raises(ConfigError, match=r"forensics.model_calibration: .*cut.json"):
+        load_config(tmp_path / "agent.yaml")
+
+
+def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_note(tmp_path: Path) -> None:
+    _acquisitions(tmp_path / "first", 8, seed=5)
+    run = _cli("learn", "--out", tmp_path / "device", "first", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert f"no model calibration: 8 acquisition(s) of the modality; it needs at least {MIN_IMAGES}" in run.stderr
+    assert not (tmp_path / "device" / "model-calibration.json").exists()
+    assert (tmp_path / "device" / "noise-profile.json").is_file() and "model_calibration" not in run.stdout
+
+
+def test_a_site_far_off_the_models_scale_is_refused_rather_than_shifted() -> None:
+    manifest = load_manifest(default_model_dir())
+    ref = reference_median(manifest)
+    near = SiteCalibration.learn([ref + 1.0 + 0.01 * i for i in range(MIN_IMAGES)], manifest)
+    assert near.offset == pytest.approx(1.0 + 0.01 * (MIN_IMAGES - 1) / 2)
+    with pytest.raises(ValueError, match="report it to the model's vendor"):
+        SiteCalibration.learn([ref + MAX_OFFSET + 1.0] * MIN_IMAGES, manifest)
+    with pytest.raises(ValueError, match=f"at least {MIN_IMAGES}"):
+        SiteCalibration.learn([ref] * (MIN_IMAGES - 1), manifest)
+
+
+def test_a_signed_enrolment_covers_the_calibration_and_an_edited_one_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from trust_factory import new_fleet
+
+    from edge_agent.trust.enrollment import DeviceState
+
+    ca = new_fleet(tmp_path / "ca")
+    state = DeviceState(tmp_path / "identity")
+    state.install(ca.issue_device(state.init("dx-0020")).public_bytes(serialization.Encoding.PEM), ca.cert_path.read_bytes())
+    _acquisitions(tmp_path / "first", MIN_IMAGES, seed=8)
+    _acquisitions(tmp_path / "later", 1, seed=80)
+    run = _cli("learn", "--identity", "identity", "--out", "device", "first", cwd=tmp_path)
+    assert run.returncode == 0 and "model_calibration: " in run.stdout, run.stderr
+    (tmp_path / "agent.yaml").write_text(run.stdout)
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "later", cwd=tmp_path)
+    assert scan.returncode in (0, 1), scan.stderr
+    assert "model.site_calibrated" in {r["code"] for r in json.loads(scan.stdout)["reasons"]}
+    cal = json.loads((tmp_path / "device" / "model-calibration.json").read_text())
+    cal["site_median_logit"] += 3.0  # an attacker who wants this device's fakes to pass
+    (tmp_path / "device" / "model-calibration.json").write_text(json.dumps(cal))
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "later", cwd=tmp_path)
+    assert scan.returncode == 2 and scan.stdout == ""
+    assert "model-calibration.json differs from what device dx-0020 signed" in scan.stderr
