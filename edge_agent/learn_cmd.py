@@ -15,9 +15,9 @@ for ``agent.yaml`` / ``scan --config``, with the fingerprint's SHA-256 pin. With
 (``enrolment.sig.json``, :mod:`edge_agent.trust.enrolment_signing`) and the printed lines make
 the agent check that signature against the fleet CA before it uses them.
 
-It also runs the detector on the acquisitions and writes ``model-calibration.json``: the model's
-median score on this device's authentic images against its median on its own validation reals,
-so the agent reads the model's score on this device's scale (:mod:`edge_agent.site_calibration`;
+It also runs the detector on the acquisitions and writes ``model-calibration.json``: percentiles
+of the model's score on this device's authentic images against the same on its own validation
+reals, so the agent reads the model's score on this device's scale (:mod:`edge_agent.site_calibration`;
 a device the model never saw can otherwise raise far more false alarms than the 1 % its threshold
 was set for). It needs at least 20 acquisitions and is skipped, with a note, below that or with
 ``--no-model-calibration``; learn again after a model update.
@@ -202,11 +202,11 @@ def _model_scorer(args: argparse.Namespace, notes: list[str]) -> tuple[Callable[
     if args.no_model_calibration or not args.paths:
         return None, None
     from .detect import open_detector
-    from .site_calibration import reference_median
+    from .site_calibration import reference_quantiles
 
     try:
         det = open_detector(args.model, threads=2)
-        reference_median(det.manifest)
+        reference_quantiles(det.manifest)
     except EdgeAgentError as exc:
         notes.append(f"no model calibration: {exc}")
         return None, None
@@ -228,6 +228,11 @@ def _calibration(learned: Learned, manifest: object, notes: list[str]) -> bytes 
     except ValueError as exc:
         notes.append(f"no model calibration: {exc}")
         return None
+    if cal.large:
+        notes.append(f"warning: this device's authentic images score far above the model's scale (offset "
+                     f"{cal.offset:.1f} logits): the model hardly tells them from fakes, so after calibration it will "
+                     "pass most fakes too; rely on the fingerprint and physics checks and report the device to the "
+                     "model's vendor (docs/site-calibration.md)")
     return cal.to_json().encode()
 
 

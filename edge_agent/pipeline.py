@@ -60,6 +60,7 @@ class Pipeline:
         self.calibration = self.evidence.settings.model_calibration
         if self.calibration is not None:  # a scale learned on other weights would mislead: refuse
             self.calibration.check_model(detector.manifest)
+            (log.warning if self.calibration.large else log.info)("%s", self.calibration.describe())
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
         """All verdicts for one file (one per frame)."""

@@ -16,7 +16,7 @@ from sample_images import new_image, save
 from edge_agent.detect import default_model_dir
 from edge_agent.errors import ConfigError
 from edge_agent.manifest import load_manifest
-from edge_agent.site_calibration import MAX_OFFSET, MIN_IMAGES, SiteCalibration, reference_median
+from edge_agent.site_calibration import LARGE_OFFSET, MIN_IMAGES, QUANTILES, SiteCalibration, reference_quantiles
 from edge_agent.forensics.simulator import Panel, PanelSpec
 
 SHAPE = (512, 640)
@@ -59,15 +59,17 @@ def test_learn_measures_the_model_on_the_sites_own_images_as_scan_scores_them(si
     assert "model_calibration: " in run.stdout and cal.n_images == MIN_IMAGES
     manifest = load_manifest(default_model_dir())
     assert (cal.model_name, cal.model_version) == (manifest.name, manifest.version)
-    assert cal.reference_median_logit == reference_median(manifest)
+    assert cal.reference_quantiles == reference_quantiles(manifest)
     raw = _logits(_cli("scan", "--jsonl", "first", cwd=work))  # the shipped model alone
     assert len(raw) == MIN_IMAGES
-    assert cal.site_median_logit == pytest.approx(float(np.median(list(raw.values()))), abs=1e-4)
+    assert cal.site_quantiles == pytest.approx(np.quantile(list(raw.values()), QUANTILES), abs=1e-4)
+    assert cal.offset == pytest.approx(max(0.0, *(np.array(cal.site_quantiles) - cal.reference_quantiles)))
 
 
 def test_scan_with_the_calibration_moves_every_score_by_the_sites_offset_and_says_so(site) -> None:
     work, run = site
     cal = SiteCalibration.from_json((work / "device" / "model-calibration.json").read_text())
+    assert cal.offset > 0.1  # this simulated panel scores above the model's validation reals: a real move
     (work / "calibrated.yaml").write_text(
         f"forensics:\n  metadata: false\n  model_calibration: {work / 'device' / 'model-calibration.json'}\n")
     (work / "plain.yaml").write_text("forensics:\n  metadata: false\n")
@@ -79,7 +81,7 @@ def test_scan_with_the_calibration_moves_every_score_by_the_sites_offset_and_say
         assert calibrated[name] == pytest.approx(logit - cal.offset, abs=1e-4)
     for v in map(json.loads, scan.stdout.splitlines()):
         (note,) = [r for r in v["reasons"] if r["code"] == "model.site_calibrated"]
-        assert f"{cal.offset:+.2f}" in note["message"] and f"({MIN_IMAGES} images)" in note["message"]
+        assert f"so {cal.offset:.2f} is taken off" in note["message"] and f"images ({MIN_IMAGES})" in note["message"]
 
 
 def test_a_calibration_learned_for_another_model_version_stops_the_scan_naming_both(site, tmp_path: Path) -> None:
@@ -113,15 +115,22 @@ def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_
     assert (tmp_path / "device" / "noise-profile.json").is_file() and "model_calibration" not in run.stdout
 
 
-def test_a_site_far_off_the_models_scale_is_refused_rather_than_shifted() -> None:
+def test_the_threshold_is_raised_by_the_largest_percentile_excess_and_never_lowered() -> None:
     manifest = load_manifest(default_model_dir())
-    ref = reference_median(manifest)
-    near = SiteCalibration.learn([ref + 1.0 + 0.01 * i for i in range(MIN_IMAGES)], manifest)
-    assert near.offset == pytest.approx(1.0 + 0.01 * (MIN_IMAGES - 1) / 2)
-    with pytest.raises(ValueError, match="report it to the model's vendor"):
-        SiteCalibration.learn([ref + MAX_OFFSET + 1.0] * MIN_IMAGES, manifest)
+    ref = np.array(reference_quantiles(manifest))
+    lower = SiteCalibration.learn(list(np.linspace(ref[0] - 3, ref[0] - 1, MIN_IMAGES)), manifest)
+    assert lower.offset == 0.0 and "thresholds stay as shipped" in lower.describe()
+    # a site spread wider than the reference: its median sits at the reference's, its 90th percentile 2 logits above
+    wide = [ref[0]] * 16 + [ref[2] + 2.0] * 4
+    assert np.median(wide) == ref[0]
+    cal = SiteCalibration.learn(wide, manifest)
+    assert cal.offset == pytest.approx(2.0)
+    assert not cal.large and "taken off this image's logit" in cal.describe()
+    far = SiteCalibration.learn([ref[2] + LARGE_OFFSET + 1.0] * MIN_IMAGES, manifest)
+    assert far.large and "hardly separates this device's images from fakes" in far.describe()
     with pytest.raises(ValueError, match=f"at least {MIN_IMAGES}"):
-        SiteCalibration.learn([ref] * (MIN_IMAGES - 1), manifest)
+        SiteCalibration.learn([ref[0]] * (MIN_IMAGES - 1), manifest)
+    assert SiteCalibration.from_json(cal.to_json()) == cal
 
 
 def test_a_signed_enrolment_covers_the_calibration_and_an_edited_one_is_refused(tmp_path: Path) -> None:
@@ -142,7 +151,7 @@ def test_a_signed_enrolment_covers_the_calibration_and_an_edited_one_is_refused(
     assert scan.returncode in (0, 1), scan.stderr
     assert "model.site_calibrated" in {r["code"] for r in json.loads(scan.stdout)["reasons"]}
     cal = json.loads((tmp_path / "device" / "model-calibration.json").read_text())
-    cal["site_median_logit"] += 3.0  # an attacker who wants this device's fakes to pass
+    cal["site_quantiles"] = [q + 3.0 for q in cal["site_quantiles"]]  # an attacker who wants fakes to pass
     (tmp_path / "device" / "model-calibration.json").write_text(json.dumps(cal))
     scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "later", cwd=tmp_path)
     assert scan.returncode == 2 and scan.stdout == ""

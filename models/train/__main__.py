@@ -1,7 +1,7 @@
 """Command line: ``python -m models.train --data DIR [--data DIR2] --work WORKDIR --config CFG [--stage NAME]``.
 
-Stages (in order): index, generators, fakes, tiles, detector, baseline, lofo, export, evaluate,
-compare, ship. Each writes its outputs under WORKDIR and is skipped when its
+Stages (in order): index, generators, fakes, tiles, detector, baseline, lofo, loso, export,
+evaluate, compare, ship (``loso`` is not part of the default run: it trains four more detectors). Each writes its outputs under WORKDIR and is skipped when its
 ``.done`` marker exists (delete the marker or pass ``--force`` to redo it). Long stages
 also checkpoint inside, so a killed run resumes. Wall time per stage is appended to
 ``WORKDIR/stage_times.json`` for the report.
@@ -18,7 +18,7 @@ import torch
 
 from .config import Config, load_config
 
-STAGES = ("index", "generators", "fakes", "tiles", "detector", "baseline", "lofo", "export", "evaluate", "compare", "ship")
+STAGES = ("index", "generators", "fakes", "tiles", "detector", "baseline", "lofo", "loso", "export", "evaluate", "compare", "ship")
 
 
 def _logger(work: Path) -> Callable[[str], None]:
@@ -32,7 +32,8 @@ def _logger(work: Path) -> Callable[[str], None]:
     return log
 
 
-def _run_stage(name: str, data: list[Path], work: Path, cfg: Config, log: Callable[[str], None], args: argparse.Namespace) -> None:
+def _run_stage(name: str, data: list[Path], work: Path, cfg: Config, log: Callable[[str], None], args: argparse.Namespace) -> bool:
+    """Run one stage; False when it could not finish here (its marker is then not written)."""
     if name == "index":
         from .splits import build_index
         build_index(data, cfg, work / "index.csv")
@@ -54,6 +55,10 @@ def _run_stage(name: str, data: list[Path], work: Path, cfg: Config, log: Callab
     elif name == "lofo":
         from .fit import train_lofo
         train_lofo(work, cfg, log)
+    elif name == "loso":
+        from .loso import score_loso, train_loso
+        train_loso(work, cfg, log)
+        return score_loso(work, cfg, log) is not None
     elif name == "export":
         from .export import export_all
         export_all(work, cfg, log)
@@ -68,6 +73,7 @@ def _run_stage(name: str, data: list[Path], work: Path, cfg: Config, log: Callab
         ship(work, cfg, log, Path(args.out))
     else:
         raise ValueError(f"unknown stage {name!r}; expected one of {STAGES}")
+    return True
 
 
 def main() -> None:
@@ -88,7 +94,7 @@ def main() -> None:
     data = args.data or [Path("/work/shared/data")]
     times_path = work / "stage_times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
-    for name in args.stage or STAGES:
+    for name in args.stage or [s for s in STAGES if s != "loso"]:
         # data stages are shared by every model version trained in this work folder
         shared = name in ("index", "generators", "fakes", "tiles")
         marker = work / (f".{name}.done" if shared else f".{name}-{cfg.version}.done")
@@ -97,7 +103,9 @@ def main() -> None:
             continue
         log(f"stage {name}: start (config sha256 {cfg.sha256[:12]})")
         t0 = time.time()
-        _run_stage(name, data, work, cfg, log, args)
+        if not _run_stage(name, data, work, cfg, log, args):
+            log(f"stage {name}: not finished here")
+            continue
         dt = time.time() - t0
         key = name if shared else f"{name}@{cfg.version}"
         # re-read: stages of one work folder may run in parallel processes

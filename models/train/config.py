@@ -32,6 +32,7 @@ class Config:
     lofo: dict[str, Any]
     export: dict[str, Any]
     simulated: dict[str, Any] = dataclasses.field(default_factory=dict)  # per-split counts; {} = none
+    loso: dict[str, Any] = dataclasses.field(default_factory=dict)  # leave-one-source-out; {} = loso.DEFAULT_LOSO
     sha256: str = ""
 
     def __post_init__(self) -> None:
@@ -53,7 +54,7 @@ def load_config(path: str | Path) -> Config:
     raw = Path(path).read_bytes()
     data = yaml.safe_load(raw)
     fields = {f.name for f in dataclasses.fields(Config)} - {"sha256"}
-    optional = {"simulated"}
+    optional = {"simulated", "loso"}
     unknown = set(data) - fields
     if unknown:
         raise ValueError(f"config {path} has unknown keys {sorted(unknown)}; see models/train/config.yaml")

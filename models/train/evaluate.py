@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from edge_agent.decode import decode_path
 from edge_agent.manifest import sha256_file
+from edge_agent.site_calibration import QUANTILES
 
 from .augment import poisson_gaussian
 from .config import Config
@@ -235,7 +236,7 @@ def evaluate_all(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     thr = thresholds_from_reals(sv[yv == 0])
     res["aggregate"] = {"method": method, "topk": k, "candidates": agg_choice}
     res["thresholds"] = {**thr, "suspicious": float(_sig(thr["suspicious_logit"])), "synthetic": float(_sig(thr["synthetic_logit"])),
-                         "n_val_real": int((yv == 0).sum()), "reference_median_logit": float(np.median(sv[yv == 0]))}
+                         "n_val_real": int((yv == 0).sum()), "reference_logit_quantiles": {str(q): float(np.quantile(sv[yv == 0], q)) for q in QUANTILES}}
     log(f"evaluate: val done ({time.time() - t0:.0f} s); aggregate {method}/{k}; thresholds {res['thresholds']}")
     cache.d.clear()
 

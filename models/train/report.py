@@ -61,6 +61,8 @@ python -m models.train --data /work/shared/data --work {wd} --config models/trai
 # the same, stage by stage (each resumable; a finished stage is skipped via {wd}/.<stage>[-<version>].done):
 #   --stage index, generators, fakes, tiles, detector, baseline, lofo, export, evaluate, compare, ship
 # faster on 2 cores: run `--stage baseline --stage lofo` in a second process next to `--stage detector --stage export`
+# leave-one-source-out (not in the default run: four more detectors; run it in two processes at once):
+#   --stage loso, then --stage ship to render its section
 python -m pytest -q tests/test_detector_export.py
 ```
 Every figure in this report comes from `{wd}/eval-{cfg.version}/eval.json`, written by `--stage evaluate`
@@ -205,6 +207,9 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
             a(f"| {f} | {_f(e['detector']['auc'])} | {_pct(e['detector']['tpr_at_1pct_fpr_valthr'])} | "
               f"{_f(bd.get('auc'))} | {_pct(bd.get('tpr_at_1pct_fpr_valthr'))} |")
         a("")
+    if ev.get("loso"):
+        from .loso import render_loso
+        a(render_loso(ev["loso"]))
     if ev.get("robustness"):
         a("## Robustness (same test subset; perturbation applied to both classes, "
           "re-encoded, decoded by the agent's decoder; thresholds fixed on clean validation)\n")

@@ -66,7 +66,7 @@ def build_manifest(cfg: Config, ev: dict[str, Any], files: list[dict[str, str]],
                                      "+ down-scaled copies): suspicious = 1% FPR, synthetic = 0.1% FPR, each set just "
                                      "above the empirical quantile"),
                        # the scale a site calibrates against (edge_agent/site_calibration.py)
-                       **({"reference_median_logit": th["reference_median_logit"]} if "reference_median_logit" in th else {})},
+                       **({"reference_logit_quantiles": th["reference_logit_quantiles"]} if "reference_logit_quantiles" in th else {})},
         "metrics": {
             "test_auc": fam.get("all", {}).get("auc"),
             "test_tpr_at_1pct_fpr": fam.get("all", {}).get("tpr_at_1pct_fpr_valthr"),

@@ -1,7 +1,7 @@
-"""The shipped model's median image logit on the real validation images: the scale a site
-calibrates against (``thresholds.reference_median_logit``, edge_agent/site_calibration.py).
+"""The shipped model's image-logit percentiles on the real validation images: the scale a site
+calibrates against (``thresholds.reference_logit_quantiles``, edge_agent/site_calibration.py).
 
-    python -m models.train.refmedian --work runs/w3 --model models/xray-npr-1.5.0 [--write]
+    python -m models.train.reference_scale --work runs/w3 --model models/xray-npr-1.5.0 [--write]
 
 Models shipped from this field's introduction on get it from `--stage evaluate`; this command adds
 it to a model shipped before (1.5.0). It scores the same real validation images, through the same
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.site_calibration import QUANTILES
+
 from .evaluate import thresholds_from_reals
 from .fakes import read_images
 from .imaging import load_grey
@@ -25,7 +27,7 @@ from .scoring import aggregate, image_tiles, ort_runner, tile_scores
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m models.train.refmedian", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m models.train.reference_scale", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--model", type=Path, required=True)
@@ -54,10 +56,13 @@ def main() -> None:
           f"(max |difference| per image {float(np.abs(half - logits).max()):.4f})")
     if not same:
         raise SystemExit("the work folder does not hold the images this model's threshold was chosen on; nothing written")
+    ref = {str(q): float(np.quantile(logits, q)) for q in QUANTILES}
+    print(f"percentiles (float32 tiles): {ref}")
     if args.write:
-        man["thresholds"]["reference_median_logit"] = med
+        man["thresholds"].pop("reference_median_logit", None)
+        man["thresholds"]["reference_logit_quantiles"] = ref
         path.write_text(json.dumps(man, indent=2) + "\n")
-        print(f"wrote thresholds.reference_median_logit to {path}")
+        print(f"wrote thresholds.reference_logit_quantiles to {path}")
 
 
 if __name__ == "__main__":
