@@ -82,25 +82,6 @@ def _collimate(x: np.ndarray, cells: np.ndarray, family: np.ndarray, rng: np.ran
             x[i, :, w - cut:] = v; cells[i, :, c - cc:] = 0
 
 
-def _present(x: np.ndarray, rng: np.random.Generator, p: float) -> None:
-    """Shared (both classes) augmentation: another site's presentation processing, per tile with
-    probability ``p``: a tone curve (gamma 0.6-1.65) and/or unsharp masking (sigma 1-4 px, amount
-    0-1.5), as device software applies before export. Meant to keep the detector from learning one
-    hospital's processing as "real" (leave-one-source-out, models/train/loso.py)."""
-    from scipy import ndimage
-
-    for i in range(len(x)):
-        if rng.random() >= p:
-            continue
-        t = x[i]
-        if rng.random() < 0.5:
-            t = np.power(np.clip(t, 0.0, 1.0), float(np.exp(rng.uniform(-0.5, 0.5))))
-        if rng.random() < 0.5:
-            blur = ndimage.gaussian_filter(t, float(rng.uniform(1.0, 4.0)), mode="reflect")
-            t = np.clip(t + float(rng.uniform(0.0, 1.5)) * (t - blur), 0.0, 1.0)
-        x[i] = t
-
-
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
     return float(roc_auc_score(y, s)) if len(np.unique(y)) == 2 else float("nan")
@@ -155,8 +136,6 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
             x[i] = tiles[j, oy:oy + crop, ox:ox + crop]
             cells[i] = bank["cells"][j, oy // 16:(oy + crop) // 16, ox // 16:(ox + crop) // 16]
         _collimate(x, cells, bank["family"][pick], rng)
-        if dc.get("presentation_p", 0.0) > 0:
-            _present(x, rng, float(dc["presentation_p"]))
         # same geometric aug on pixels and cells: stack cells as upsampled? keep simple: flip/rot both
         k = rng.integers(4, size=bs); fl = rng.random(bs) < 0.5
         for i in range(bs):
