@@ -21,9 +21,10 @@ from .verdict import ModelRef
 __all__ = ["FrameScore", "Prepared", "Detector", "default_model_dir", "open_detector"]
 
 # Tiles per runtime call. The first layers' activations of a batch (4 tiles: 24 x 128 x 128 x 4 B x
-# 4 = 6 MiB after the stem) then stay in the CPU's cache: the model ran ~10 % faster per radiograph
-# than with 16 (RG1 51-52 vs 57-58 ms, RG3 26 vs 29 ms, ONNX Runtime, 2 threads; identical scores;
-# python -m benchmarks.bench_batch), and the runtime's peak memory is a quarter.
+# 4 = 6 MiB after the stem) then stay in the CPU's cache: per radiograph the model ran 13-17 %
+# faster than with 16 on ONNX Runtime and 9-11 % on OpenVINO (RG1 60 vs 70 ms, RG3 32 vs 38 ms,
+# 2 threads, identical scores; python -m benchmarks.bench_batch), and the runtime's peak memory is
+# a quarter.
 _BATCH = 4
 
 
