@@ -224,7 +224,8 @@ def _calibration(learned: Learned, manifest: object, notes: list[str]) -> bytes 
         return None
     try:
         cal = SiteCalibration.learn(learned.model_logits, manifest,  # type: ignore[arg-type]
-                                    f"edge-agent learn: {len(learned.model_logits)} authentic {learned.modality or 'image'} frame(s)")
+                                    f"edge-agent learn: {len(learned.model_logits)} authentic {learned.modality or 'image'} frame(s)",
+                                    learned.modality)
     except ValueError as exc:
         notes.append(f"no model calibration: {exc}")
         return None

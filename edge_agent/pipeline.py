@@ -127,7 +127,8 @@ class Pipeline:
             fs, frame_evidence, layers_ms = self.score_frame(frame, decoded)
             findings = [*file_findings, *frame_evidence.findings]
             notes: tuple[Reason, ...] = ()
-            if self.calibration is not None:  # this device's scale (edge_agent/site_calibration.py)
+            if self.calibration is not None and self.calibration.applies_to(decoded.facts.modality):
+                # this device's scale (edge_agent/site_calibration.py); other modalities: the shipped one
                 logit = fs.logit - self.calibration.offset
                 fs = dataclasses.replace(fs, logit=logit, score=sigmoid(logit))
                 notes = (Reason("model.site_calibrated", self.calibration.describe()),)

@@ -92,6 +92,11 @@ class SiteCalibration:
     site_quantiles: tuple[float, ...]  # at QUANTILES
     reference_quantiles: tuple[float, ...]
     learned_from: str = ""
+    modality: str = ""  # the DICOM modality it was learned on; "" = images without one
+
+    def applies_to(self, modality: str) -> bool:
+        """Whether an image of ``modality`` is read on this scale (no modality on either side: it is)."""
+        return not modality or not self.modality or modality == self.modality
 
     def __post_init__(self) -> None:
         values = (*self.site_quantiles, *self.reference_quantiles)
@@ -111,12 +116,13 @@ class SiteCalibration:
         return self.offset > LARGE_OFFSET
 
     @classmethod
-    def learn(cls, logits: Sequence[float], manifest: ModelManifest, learned_from: str = "") -> SiteCalibration:
-        """From the model's image logits on this site's authentic images."""
+    def learn(cls, logits: Sequence[float], manifest: ModelManifest, learned_from: str = "",
+              modality: str = "") -> SiteCalibration:
+        """From the model's image logits on this site's authentic images (of ``modality``)."""
         if len(logits) < MIN_IMAGES:
             raise ValueError(f"{len(logits)} image(s) to calibrate the model on; at least {MIN_IMAGES} are needed")
         return cls(manifest.name, manifest.version, model_identity(manifest), len(logits), quantiles(logits),
-                   reference_quantiles(manifest), learned_from)
+                   reference_quantiles(manifest), learned_from, modality)
 
     def check_model(self, manifest: ModelManifest) -> None:
         """Refuse a calibration learned for other weights (the scale is the model's own)."""

@@ -84,6 +84,24 @@ def test_scan_with_the_calibration_moves_every_score_by_the_sites_offset_and_say
         assert f"so {cal.offset:.2f} is taken off" in note["message"] and f"images ({MIN_IMAGES})" in note["message"]
 
 
+def test_an_image_of_another_modality_keeps_the_shipped_scale(site, tmp_path: Path) -> None:
+    work, _ = site
+    cal = SiteCalibration.from_json((work / "device" / "model-calibration.json").read_text())
+    assert cal.modality == "DX"
+    panel, rng = Panel(PanelSpec(7, shape=SHAPE)), np.random.default_rng(11)
+    px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
+    save(new_image(px, bits_stored=12, Modality="CR"), tmp_path / "cr.dcm")
+    save(new_image(px, bits_stored=12, Modality="DX"), tmp_path / "dx.dcm")
+    (tmp_path / "agent.yaml").write_text(
+        f"forensics:\n  metadata: false\n  model_calibration: {work / 'device' / 'model-calibration.json'}\n")
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "cr.dcm", "dx.dcm", cwd=tmp_path)
+    verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
+    logits = _logits(scan)
+    assert "model.site_calibrated" not in {r["code"] for r in verdicts["cr.dcm"]["reasons"]}
+    assert "model.site_calibrated" in {r["code"] for r in verdicts["dx.dcm"]["reasons"]}
+    assert logits["dx.dcm"] == pytest.approx(logits["cr.dcm"] - cal.offset, abs=1e-4)  # same pixels
+
+
 def test_a_calibration_learned_for_another_model_version_stops_the_scan_naming_both(site, tmp_path: Path) -> None:
     work, _ = site
     data = json.loads((work / "device" / "model-calibration.json").read_text())
