@@ -50,6 +50,7 @@ from .tiling import grid_tiles
 
 if TYPE_CHECKING:
     from .forensics import NoiseFeatures
+    from .manifest import ModelManifest
 
 __all__ = ["add_parser", "learn_device", "Learned", "MIN_IMAGES"]
 
@@ -76,7 +77,7 @@ Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
 
 def learn_device(read: Frames | None, modality: str | None = None, min_images: int = MIN_IMAGES,
                  fingerprint_model: str = "additive", flat_fields: Frames | None = None,
-                 score: Callable[[np.ndarray], float] | None = None) -> Learned:
+                 score: Callable[[np.ndarray], float | None] | None = None) -> Learned:
     """Noise profile and fingerprint from authentic acquisitions.
 
     ``read()`` yields ``(name, modality, frame)`` with frames float32 grey in [0, 1] as the agent
@@ -139,7 +140,7 @@ def _of_modality(m: str, chosen: str | None) -> bool:
 
 
 def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: list[str],
-                   score: Callable[[np.ndarray], float] | None = None
+                   score: Callable[[np.ndarray], float | None] | None = None
                    ) -> tuple[str, int, str, collections.Counter[tuple[int, int]], list[float]]:
     """One pass over the acquisitions: the noise profile (JSON), how many frames it learned from,
     the modality, the frame sizes of that modality and the detector's logits on them."""
@@ -196,7 +197,8 @@ def _frames(paths: list[str], report: bool) -> Iterator[tuple[str, str, np.ndarr
 CALIBRATION_NAME = "model-calibration.json"
 
 
-def _model_scorer(args: argparse.Namespace, notes: list[str]) -> tuple[Callable[[np.ndarray], float] | None, object]:
+def _model_scorer(args: argparse.Namespace, notes: list[str]
+                  ) -> tuple[Callable[[np.ndarray], float | None] | None, ModelManifest | None]:
     """The detector's image logit, for the site calibration; (None, None) when it is not wanted or
     cannot be had (said in ``notes``: the enrolment itself does not depend on it)."""
     if args.no_model_calibration or not args.paths:
@@ -210,20 +212,26 @@ def _model_scorer(args: argparse.Namespace, notes: list[str]) -> tuple[Callable[
     except EdgeAgentError as exc:
         notes.append(f"no model calibration: {exc}")
         return None, None
-    return (lambda frame: det.score(frame).logit), det.manifest
+    def score(frame: np.ndarray) -> float | None:
+        try:
+            return det.score(frame).logit
+        except Exception as exc:  # one odd frame must not cost the enrolment
+            notes.append(f"the model could not score a frame ({type(exc).__name__}: {exc}); left out of the calibration")
+            return None
+    return score, det.manifest
 
 
-def _calibration(learned: Learned, manifest: object, notes: list[str]) -> bytes | None:
+def _calibration(learned: Learned, manifest: ModelManifest | None, notes: list[str]) -> bytes | None:
     from .site_calibration import MIN_IMAGES as CAL_MIN, SiteCalibration
 
     if manifest is None:
         return None
     if len(learned.model_logits) < CAL_MIN:
         notes.append(f"no model calibration: {len(learned.model_logits)} acquisition(s) of the modality; it needs at "
-                     f"least {CAL_MIN} (the median of fewer moves too much between sets of images)")
+                     f"least {CAL_MIN} (the 90th percentile of fewer moves too much between sets of images)")
         return None
     try:
-        cal = SiteCalibration.learn(learned.model_logits, manifest,  # type: ignore[arg-type]
+        cal = SiteCalibration.learn(learned.model_logits, manifest,
                                     f"edge-agent learn: {len(learned.model_logits)} authentic {learned.modality or 'image'} frame(s)",
                                     learned.modality)
     except ValueError as exc:
