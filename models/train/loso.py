@@ -161,11 +161,22 @@ def _calibration(site_val: np.ndarray, ref: np.ndarray, thr: float, reals: np.nd
 
 
 def score_loso(work: Path, cfg: Config, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """Score the complete runs; writes ``eval-<version>/loso.json`` (and into eval.json when present)."""
+    """Score the complete runs; writes ``eval-<version>/loso.json`` (and into eval.json when
+    present). None when not every run is complete or another process is scoring them."""
     cks = _complete(work, cfg)
     if cks is None:
         log("loso: not every run is complete yet (another process may still train one); rerun --stage loso --force")
         return None
+    with open(work / f"{_settings(cfg)['tag']}-scoring.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("loso: another process is scoring the runs")
+            return None
+        return _score(work, cfg, cks, log)
+
+
+def _score(work: Path, cfg: Config, cks: dict[str, Path], log: Callable[[str], None]) -> dict[str, Any]:
     st = _settings(cfg)
     method, k = _aggregate_of(work, cfg)
     runs = _runs(cfg)
