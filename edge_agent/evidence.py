@@ -216,7 +216,8 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
 
             learned = [p for p in (path("noise_profile"), path("fingerprint"), path("model_calibration")) if p is not None]
             if not learned:
-                raise ConfigError("forensics.enrolment_trust is set but neither noise_profile nor fingerprint is")
+                raise ConfigError("forensics.enrolment_trust is set but none of noise_profile, fingerprint and "
+                                  "model_calibration is")
             if len({p.parent for p in learned}) > 1:
                 raise ConfigError("forensics: noise_profile, fingerprint and model_calibration must be in one folder "
                                   "with their enrolment.sig.json when enrolment_trust is set")
@@ -224,7 +225,9 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             try:
                 enrolled_device = verify_enrolment_files(learned, trust_pem)
             except ForensicsError as exc:
-                raise ConfigError(f"forensics.enrolment_trust: {exc}") from None
+                hint = (" (list every file edge-agent learn signed: it prints the lines, model_calibration "
+                        "included)" if "signature covers" in str(exc) else "")
+                raise ConfigError(f"forensics.enrolment_trust: {exc}{hint}") from None
         profile_sha = ""
         if (p := path("noise_profile")) is not None:
             from .forensics import NoiseProfile
@@ -233,7 +236,8 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             text = p.read_text()
             profile, profile_sha = NoiseProfile.from_json(text), ProfileRefiner.sha256_of(text)
         refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None,
-                                     [q for q in (path("noise_profile"), path("fingerprint"), path("fusion")) if q])
+                                     [q for q in (path("noise_profile"), path("fingerprint"), path("fusion"),
+                                                  path("model_calibration")) if q])
         device_identity = _device_identity(section.get("device_identity"), base_dir, refine_state is not None)
         enrolment_anchors: tuple[Any, ...] = ()
         if device_identity is not None and trust is not None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class Learned:
     noise_images: int
     fingerprint_images: int
     notes: list[str] = field(default_factory=list)
-    model_logits: list[float] = field(default_factory=list)  # the detector's, per acquisition of the modality
+    model_logits: list[float] = field(default_factory=list)  # the detector's, one per file of the modality
 
 
 Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
@@ -88,7 +89,7 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     exposures, no anatomy): the fingerprint is enrolled from them instead, and ``read`` (may then be
     ``None``: no noise profile) feeds only the profile; flat frames have one grey level, so they
     cannot teach how noise follows the signal. ``score(frame)``, when given, is the detector's image
-    logit: it is taken of every acquisition of the modality (``Learned.model_logits``).
+    logit: it is taken of the first frame of every file of exactly the modality (``Learned.model_logits``).
     Raises :class:`ForensicsError` when fewer than ``min_images`` frames are usable.
     """
     from .forensics import FingerprintEnrollment
@@ -134,6 +135,9 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits)
 
 
+_LATER_FRAME = re.compile(r"\[[1-9][0-9]*\]$")  # "file.dcm[3]": a frame after the first (see _frames)
+
+
 def _of_modality(m: str, chosen: str | None) -> bool:
     """A frame of modality ``m`` counts as this device's (no modality on either side: it does)."""
     return not m or not chosen or m == chosen
@@ -153,7 +157,8 @@ def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: l
         f = image_noise(tiles)
         if f.flat_blocks < 8:
             notes.append(f"{name}: too few flat, unsaturated regions to measure its noise; left out of the profile")
-        logit = score(frame) if score is not None else None
+        # one logit per FILE (a cine series must not count as 20 acquisitions): frame 0 of a multi-frame file
+        logit = score(frame) if score is not None and not _LATER_FRAME.search(name) else None
         seen.append((m, (int(frame.shape[0]), int(frame.shape[1])), f if f.flat_blocks >= 8 else None, logit))
     if modality is None:
         named = sorted({m for m, _, _, _ in seen if m})
@@ -162,7 +167,7 @@ def _learn_profile(read: Frames, modality: str | None, min_images: int, notes: l
                                  "is per modality; pass --modality to choose one")
         modality = named[0] if named else ""
     kept = [(sh, f) for m, sh, f, _ in seen if _of_modality(m, modality)]
-    logits = [lo for m, _, _, lo in seen if lo is not None and _of_modality(m, modality)]
+    logits = [lo for m, _, _, lo in seen if lo is not None and m == modality]  # exactly: see site_calibration
     if len(kept) < len(seen):
         notes.append(f"{len(seen) - len(kept)} frame(s) of other modalities left out")
     feats = [f for _, f in kept if f is not None]
@@ -228,7 +233,8 @@ def _calibration(learned: Learned, manifest: ModelManifest | None, notes: list[s
         return None
     if len(learned.model_logits) < CAL_MIN:
         notes.append(f"no model calibration: {len(learned.model_logits)} acquisition(s) of the modality; it needs at "
-                     f"least {CAL_MIN} (the 90th percentile of fewer moves too much between sets of images)")
+                     f"least {CAL_MIN} files (frames of one file count once; the 90th percentile of fewer moves too "
+                     "much between sets of images)")
         return None
     try:
         cal = SiteCalibration.learn(learned.model_logits, manifest,

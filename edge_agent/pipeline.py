@@ -129,9 +129,12 @@ class Pipeline:
             notes: tuple[Reason, ...] = ()
             if self.calibration is not None and self.calibration.applies_to(decoded.facts.modality):
                 # this device's scale (edge_agent/site_calibration.py); other modalities: the shipped one
-                logit = fs.logit - self.calibration.offset
-                fs = dataclasses.replace(fs, logit=logit, score=sigmoid(logit))
-                notes = (Reason("model.site_calibrated", self.calibration.describe()),)
+                off, raw = self.calibration.offset, fs.score
+                # the tile logits and the CAM too, so a heat map shows what the verdict was judged on
+                fs = dataclasses.replace(fs, logit=fs.logit - off, score=sigmoid(fs.logit - off),
+                                         tile_logits=fs.tile_logits - off, cam=fs.cam - off)
+                notes = (Reason("model.site_calibrated",
+                                f"{self.calibration.describe()} (this image: {raw:.3f} before, {fs.score:.3f} after)"),)
             model_reason = _model_reason(th.label(fs.score), fs, th.suspicious)
             fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion, notes)
             if i == 0:  # one frame per file teaches the noise profile (a 100-frame file counts once)

@@ -21,8 +21,11 @@ lowering keeps a site whose images score lower from trading its false-alarm rate
 (that raised a held-out hospital from 0.1 % to 4.6 %).
 
 A calibration is tied to one model (name, version and its files' hashes): after a model update
-the site learns again. A large offset (``LARGE_OFFSET``) means the model barely tells this
-device's images from fakes; it is applied, and ``learn`` and the agent say so plainly.
+the site learns again. It applies to images of the modality it was learned on only (an image
+without a Modality, e.g. a PNG, is its own modality: removing the tag earns no discount). A large
+offset (``LARGE_OFFSET``) means the model barely tells this device's images from fakes; it is
+applied, and ``learn``, the agent's log and every verdict say so plainly. Raising the threshold by
+the offset is exact when the fusion's model weight is 1 (the default and models/fusion-1.json).
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .manifest import ModelManifest
 
-__all__ = ["SiteCalibration", "QUANTILES", "MIN_IMAGES", "LARGE_OFFSET", "model_identity", "reference_quantiles",
+__all__ = ["SiteCalibration", "QUANTILES", "MIN_IMAGES", "LARGE_OFFSET", "MAX_OFFSET", "model_identity", "reference_quantiles",
            "quantiles"]
 
 QUANTILES = (0.5, 0.75, 0.9)
 MIN_IMAGES = 20  # the 90th percentile of fewer images moves too much between sets (docs/site-calibration.md)
 LARGE_OFFSET = 4.0  # logits: above it the model hardly separates this device's images from fakes
+MAX_OFFSET = 30.0  # logits: beyond any logit the model gives; a file claiming more is damaged or forged
 KIND = "edge-agent.site-calibration"
 
 
@@ -92,20 +96,29 @@ class SiteCalibration:
     site_quantiles: tuple[float, ...]  # at QUANTILES
     reference_quantiles: tuple[float, ...]
     learned_from: str = ""
-    modality: str = ""  # the DICOM modality it was learned on; "" = images without one
+    modality: str = ""  # the DICOM modality it was learned on; "" = images without one (PNG, JPEG)
 
     def applies_to(self, modality: str) -> bool:
-        """Whether an image of ``modality`` is read on this scale (no modality on either side: it is)."""
-        return not modality or not self.modality or modality == self.modality
+        """Whether an image of ``modality`` is read on this scale: only the learned modality exactly
+        ("" is a modality of its own), so stripping the Modality tag earns no discount."""
+        return modality == self.modality
 
     def __post_init__(self) -> None:
-        values = (*self.site_quantiles, *self.reference_quantiles)
-        if len(self.site_quantiles) != len(QUANTILES) or len(self.reference_quantiles) != len(QUANTILES):
-            raise ValueError(f"site calibration: expected {len(QUANTILES)} quantiles ({QUANTILES}) on each side")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            raise ValueError(f"site calibration: the logits must be finite numbers, found {values}")
-        if self.n_images < MIN_IMAGES:
-            raise ValueError(f"site calibration from {self.n_images} image(s); at least {MIN_IMAGES} are needed")
+        for name in ("model_name", "model_version", "model_sha256", "learned_from", "modality"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"site calibration: {name} must be a string, found {getattr(self, name)!r}")
+        for name in ("site_quantiles", "reference_quantiles"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or len(v) != len(QUANTILES) or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+                raise ValueError(f"site calibration: {name} must be {len(QUANTILES)} finite numbers (at the "
+                                 f"{QUANTILES} percentiles), found {v!r}")
+        if not isinstance(self.n_images, int) or isinstance(self.n_images, bool) or self.n_images < MIN_IMAGES:
+            raise ValueError(f"site calibration: n_images must be a whole number of at least {MIN_IMAGES}, "
+                             f"found {self.n_images!r}")
+        if self.offset > MAX_OFFSET:
+            raise ValueError(f"site calibration: an offset of {self.offset:.3g} logits is no calibration (the model's "
+                             f"logits do not reach that far); at most {MAX_OFFSET}")
 
     @property
     def offset(self) -> float:
@@ -145,8 +158,11 @@ class SiteCalibration:
         if data.pop("quantiles", None) != list(QUANTILES):
             raise ValueError(f"site calibration: quantiles must be {list(QUANTILES)}")
         try:
-            return cls(**{**data, "site_quantiles": tuple(map(float, data["site_quantiles"])),
-                          "reference_quantiles": tuple(map(float, data["reference_quantiles"]))})
+            for name in ("site_quantiles", "reference_quantiles"):
+                if not isinstance(data[name], list):
+                    raise ValueError(f"site calibration: {name} must be a list of numbers, found {data[name]!r}")
+                data[name] = tuple(data[name])
+            return cls(**data)
         except (TypeError, KeyError) as exc:
             raise ValueError(f"site calibration: {exc}") from None
 

@@ -92,12 +92,17 @@ def test_an_image_of_another_modality_keeps_the_shipped_scale(site, tmp_path: Pa
     px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
     save(new_image(px, bits_stored=12, Modality="CR"), tmp_path / "cr.dcm")
     save(new_image(px, bits_stored=12, Modality="DX"), tmp_path / "dx.dcm")
+    stripped = new_image(px, bits_stored=12)
+    del stripped.Modality  # a forger who removes the tag earns no discount
+    save(stripped, tmp_path / "no-modality.dcm")
     (tmp_path / "agent.yaml").write_text(
         f"forensics:\n  metadata: false\n  model_calibration: {work / 'device' / 'model-calibration.json'}\n")
-    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "cr.dcm", "dx.dcm", cwd=tmp_path)
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "cr.dcm", "dx.dcm", "no-modality.dcm", cwd=tmp_path)
     verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
     logits = _logits(scan)
-    assert "model.site_calibrated" not in {r["code"] for r in verdicts["cr.dcm"]["reasons"]}
+    for other in ("cr.dcm", "no-modality.dcm"):
+        assert "model.site_calibrated" not in {r["code"] for r in verdicts[other]["reasons"]}
+        assert logits[other] == pytest.approx(logits["cr.dcm"], abs=1e-4)
     assert "model.site_calibrated" in {r["code"] for r in verdicts["dx.dcm"]["reasons"]}
     assert logits["dx.dcm"] == pytest.approx(logits["cr.dcm"] - cal.offset, abs=1e-4)  # same pixels
 
@@ -122,6 +127,34 @@ def test_a_damaged_calibration_file_is_a_config_error_naming_it(site, tmp_path: 
     (tmp_path / "agent.yaml").write_text(f"forensics:\n  model_calibration: {tmp_path / 'cut.json'}\n")
     with pytest.raises(ConfigError, match=r"forensics.model_calibration: .*cut.json"):
         load_config(tmp_path / "agent.yaml")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("site_quantiles", "123"), ("site_quantiles", [True, True, True]), ("site_quantiles", [0.0, 1.0]),
+    ("site_quantiles", [1e308, 1e308, 1e308]), ("site_quantiles", {"1": 0, "2": 0, "3": 0}),
+    ("n_images", float("nan")), ("n_images", 20.5), ("n_images", True), ("modality", None), ("modality", ["DX"]),
+])
+def test_a_calibration_file_with_wrong_values_is_a_config_error_naming_it(site, tmp_path: Path, key: str, value) -> None:
+    from edge_agent.config import load_config
+
+    work, _ = site
+    data = json.loads((work / "device" / "model-calibration.json").read_text())
+    data[key] = value
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    (tmp_path / "agent.yaml").write_text(f"forensics:\n  model_calibration: {tmp_path / 'bad.json'}\n")
+    with pytest.raises(ConfigError, match=rf"forensics.model_calibration: .*bad.json: site calibration: ({key}|an offset)"):
+        load_config(tmp_path / "agent.yaml")
+
+
+def test_the_frames_of_one_file_count_as_one_acquisition(tmp_path: Path) -> None:
+    _acquisitions(tmp_path / "first", 8, seed=6)
+    panel, rng = Panel(PanelSpec(7, shape=SHAPE)), np.random.default_rng(60)
+    cine = np.stack([np.round(panel.acquire(rng) * 4095).astype(np.uint16) for _ in range(16)])
+    save(new_image(cine, bits_stored=12, Modality="DX"), tmp_path / "first" / "cine.dcm")
+    run = _cli("learn", "--out", tmp_path / "device", "first", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "no model calibration: 9 acquisition(s) of the modality" in run.stderr  # not 24 frames
+    assert not (tmp_path / "device" / "model-calibration.json").exists()
 
 
 def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_note(tmp_path: Path) -> None:
