@@ -212,7 +212,7 @@ def _model_scorer(args: argparse.Namespace, notes: list[str]
     from .site_calibration import reference_quantiles
 
     try:
-        det = open_detector(args.model, threads=2)
+        det = open_detector(args.model, args.backend, args.precision, threads=2)
         reference_quantiles(det.manifest)
     except EdgeAgentError as exc:
         notes.append(f"no model calibration: {exc}")
@@ -349,6 +349,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="the device's enrolment folder (edge-agent enroll): sign what was learned with the device key")
     p.add_argument("--model", type=Path, metavar="DIR",
                    help="the model the agent runs (default: the shipped one), for the site calibration")
+    p.add_argument("--backend", default="auto", choices=("auto", "openvino", "onnxruntime"),
+                   help="the runtime the agent uses (model.backend), so the calibration is on its scale")
+    p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"),
+                   help="the precision the agent uses (model.precision)")
     p.add_argument("--no-model-calibration", action="store_true",
                    help="do not measure the model on the acquisitions (no model-calibration.json)")
     p.add_argument("--force", action="store_true", help="replace an existing profile and fingerprint")

@@ -157,6 +157,15 @@ def test_the_frames_of_one_file_count_as_one_acquisition(tmp_path: Path) -> None
     assert not (tmp_path / "device" / "model-calibration.json").exists()
 
 
+def test_learn_for_a_precision_the_model_does_not_ship_enrols_without_calibration_and_says_why(site, tmp_path: Path) -> None:
+    work, _ = site
+    run = _cli("learn", "--precision", "int8", "--out", tmp_path / "device", work / "first", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "no model calibration: model xray-npr ships no ONNX file with precision in ('int8',)" in run.stderr
+    assert (tmp_path / "device" / "fingerprint.bin").is_file()
+    assert not (tmp_path / "device" / "model-calibration.json").exists()
+
+
 def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_note(tmp_path: Path) -> None:
     _acquisitions(tmp_path / "first", 8, seed=5)
     run = _cli("learn", "--out", tmp_path / "device", "first", cwd=tmp_path)
