@@ -188,6 +188,17 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             raise ConfigError(f"forensics.{key}: {p} does not exist")
         return p
 
+    blobs: dict[Path, bytes] = {}
+
+    def read(p: Path) -> bytes:
+        """Each learned file is read once: the bytes whose signature was checked are the bytes parsed."""
+        if p not in blobs:
+            blobs[p] = p.read_bytes()
+        return blobs[p]
+
+    def text(p: Path) -> str:  # as Path.read_text() reads it (universal newlines)
+        return read(p).decode().replace("\r\n", "\n").replace("\r", "\n")
+
     if all(section.get(k) is not None for k in ("refine_profile", "enrolment_trust")) and \
             section.get("device_identity") is None:
         raise ConfigError("forensics.refine_profile: the learned files are signed (enrolment_trust), so what the "
@@ -223,7 +234,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
                                   "with their enrolment.sig.json when enrolment_trust is set")
             trust_pem = trust.read_bytes()
             try:
-                enrolled_device = verify_enrolment_files(learned, trust_pem)
+                enrolled_device = verify_enrolment_files(learned, trust_pem, contents={q: read(q) for q in learned})
             except ForensicsError as exc:
                 hint = (" (list every file edge-agent learn signed: it prints the lines, model_calibration "
                         "included)" if "signature covers" in str(exc) else "")
@@ -233,8 +244,8 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             from .forensics import NoiseProfile
             from .forensics.refine import ProfileRefiner
 
-            text = p.read_text()
-            profile, profile_sha = NoiseProfile.from_json(text), ProfileRefiner.sha256_of(text)
+            profile_text = text(p)
+            profile, profile_sha = NoiseProfile.from_json(profile_text), ProfileRefiner.sha256_of(profile_text)
         refine_state = _refine_state(section.get("refine_profile"), base_dir, profile is not None,
                                      [q for q in (path("noise_profile"), path("fingerprint"), path("fusion"),
                                                   path("model_calibration")) if q])
@@ -251,7 +262,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         if (p := path("fingerprint")) is not None:
             from .forensics import Fingerprint
 
-            fingerprint = Fingerprint.from_bytes(p.read_bytes(), section.get("fingerprint_sha256"))
+            fingerprint = Fingerprint.from_bytes(read(p), section.get("fingerprint_sha256"))
         fusion = FusionModel()
         if (p := path("fusion")) is not None:
             fusion = FusionModel.from_json(p.read_text())
@@ -260,7 +271,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
             from .site_calibration import SiteCalibration
 
             try:
-                calibration = SiteCalibration.from_json(p.read_text())
+                calibration = SiteCalibration.from_json(text(p))
             except ValueError as exc:
                 raise ConfigError(f"forensics.model_calibration: {p}: {exc}") from None
     except ConfigError:

@@ -76,8 +76,11 @@ def verify_enrolment(signature: bytes, files: Mapping[str, bytes], anchors: Sequ
     return device_id
 
 
-def verify_enrolment_files(paths: Sequence[Path], trust_pem: bytes, now: dt.datetime | None = None) -> str:
-    """Verify ``enrolment.sig.json`` in the folder of ``paths[0]`` over the files ``paths``."""
+def verify_enrolment_files(paths: Sequence[Path], trust_pem: bytes, now: dt.datetime | None = None,
+                           contents: Mapping[Path, bytes] | None = None) -> str:
+    """Verify ``enrolment.sig.json`` in the folder of ``paths[0]`` over the files ``paths``.
+    ``contents``: the bytes the caller read and will use (so what was verified is what is parsed);
+    files missing from it are read here."""
     sig = paths[0].parent / SIGNATURE_NAME
     if not sig.is_file():
         raise ForensicsError(f"{sig} is missing: the enrolment is unsigned (edge-agent learn --identity signs it)")
@@ -85,7 +88,9 @@ def verify_enrolment_files(paths: Sequence[Path], trust_pem: bytes, now: dt.date
         anchors = load_certificates(trust_pem)
     except Exception as exc:
         raise ForensicsError(f"the enrolment trust anchor is not a PEM certificate: {exc}") from None
-    return verify_enrolment(sig.read_bytes(), {p.name: p.read_bytes() for p in paths}, anchors, now)
+    given = contents or {}
+    return verify_enrolment(sig.read_bytes(), {p.name: given[p] if p in given else p.read_bytes() for p in paths},
+                            anchors, now)
 
 
 @dataclass(frozen=True)
