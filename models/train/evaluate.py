@@ -55,7 +55,9 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 class _TileCache:
-    """Decoded grid tiles per image id, so several models score identical inputs."""
+    """Decoded grid tiles per image id, so several models score identical inputs. Kept in float32,
+    exactly the agent's input: float16 (up to 1.5.0) moved image logits by up to 0.19 (median 0.02)
+    and the 1 % threshold by 0.01 logits; float32 costs at most ~3 GiB (the 1536 test images)."""
 
     def __init__(self, tile: int, max_tiles: int) -> None:
         self.tile, self.max_tiles = tile, max_tiles
@@ -64,9 +66,8 @@ class _TileCache:
     def get(self, row: dict[str, str]) -> tuple[np.ndarray, list[tuple[int, int]]]:
         if row["id"] not in self.d:
             t, o = image_tiles(load_grey(row["path"]), self.tile, self.max_tiles)
-            self.d[row["id"]] = (t.astype(np.float16), o)
-        t, o = self.d[row["id"]]
-        return t.astype(np.float32), o
+            self.d[row["id"]] = (np.asarray(t, np.float32), o)
+        return self.d[row["id"]]
 
 
 def _score(rows: list[dict[str, str]], runner: Runner, cache: _TileCache, pointing: bool = False
