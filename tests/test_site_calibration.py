@@ -107,6 +107,29 @@ def test_an_image_of_another_modality_keeps_the_shipped_scale(site, tmp_path: Pa
     assert logits["dx.dcm"] == pytest.approx(logits["cr.dcm"] - cal.offset, abs=1e-4)  # same pixels
 
 
+def test_the_heat_map_evidence_moves_with_the_calibrated_score(site) -> None:
+    from edge_agent.config import load_config
+    from edge_agent.detect import open_detector
+    from edge_agent.evidence import Evidence
+    from edge_agent.pipeline import Pipeline
+
+    work, _ = site
+    (work / "cal-only.yaml").write_text(
+        f"forensics:\n  metadata: false\n  model_calibration: {work / 'device' / 'model-calibration.json'}\n")
+    settings = load_config(work / "cal-only.yaml").forensics
+    detector = open_detector(None)
+    image = sorted((work / "later").glob("*.dcm"))[0]
+    (plain,) = Pipeline(detector).process_detailed(image)
+    (calibrated,) = Pipeline(detector, evidence=Evidence(settings)).process_detailed(image)
+    offset = settings.model_calibration.offset
+    assert offset > 0.1
+    assert calibrated.score.logit == pytest.approx(plain.score.logit - offset, abs=1e-6)
+    np.testing.assert_allclose(calibrated.score.tile_logits, plain.score.tile_logits - offset, atol=1e-5)
+    np.testing.assert_allclose(calibrated.score.cam, plain.score.cam - offset, atol=1e-5)
+    # the heat map is drawn from the calibrated CAM: a tile logit is still the mean of its CAM cells
+    np.testing.assert_allclose(calibrated.score.cam.mean(axis=(1, 2)), calibrated.score.tile_logits, atol=1e-3)
+
+
 def test_a_calibration_learned_for_another_model_version_stops_the_scan_naming_both(site, tmp_path: Path) -> None:
     work, _ = site
     data = json.loads((work / "device" / "model-calibration.json").read_text())
