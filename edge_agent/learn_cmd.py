@@ -217,6 +217,7 @@ def _model_scorer(args: argparse.Namespace, notes: list[str]
     except EdgeAgentError as exc:
         notes.append(f"no model calibration: {exc}")
         return None, None
+
     def score(frame: np.ndarray) -> float | None:
         try:
             return det.score(frame).logit
@@ -238,7 +239,7 @@ def _calibration(learned: Learned, manifest: ModelManifest | None, notes: list[s
         return None
     try:
         cal = SiteCalibration.learn(learned.model_logits, manifest,
-                                    f"edge-agent learn: {len(learned.model_logits)} authentic {learned.modality or 'image'} frame(s)",
+                                    f"edge-agent learn: {len(learned.model_logits)} authentic {learned.modality or 'image'} file(s)",
                                     learned.modality)
     except ValueError as exc:
         notes.append(f"no model calibration: {exc}")
