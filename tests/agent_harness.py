@@ -90,5 +90,7 @@ class AgentProcess:
         return self.proc.wait(timeout)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, timeout=60)
+def run_cli(*args: object, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``edge-agent ARGS...`` in a child process (paths may be given as Path objects)."""
+    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)

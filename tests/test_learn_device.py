@@ -3,15 +3,16 @@ authentic acquisitions; ``scan --config`` then tells its images from another det
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives import serialization
-from sample_images import new_image, save
+from agent_harness import run_cli
+from sample_images import dx_acquisitions, new_image, save
 from trust_factory import new_fleet
 
 from edge_agent.config import load_config
@@ -25,25 +26,13 @@ from edge_agent.trust.keys import PassphraseSource
 SHAPE = (512, 640)
 
 
-def _acquisitions(folder: Path, panel_seed: int, n: int, seed: int) -> list[Path]:
-    """``n`` authentic DX exposures of one simulated panel, as 12-bit DICOM files."""
-    panel, rng = Panel(PanelSpec(panel_seed, shape=SHAPE)), np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
-        out.append(save(new_image(px, bits_stored=12, Modality="DX"), folder / f"img{i:02d}.dcm"))
-    return out
-
-
-def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+_cli = functools.partial(run_cli, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     work = tmp_path_factory.mktemp("learn")
-    _acquisitions(work / "first-acquisitions", panel_seed=31, n=10, seed=1)
+    dx_acquisitions(work / "first-acquisitions", panel_seed=31, n=10, seed=1)
     (work / "first-acquisitions" / "notes.txt").write_text("not an image")
     run = _cli("learn", "--out", work / "device", "first-acquisitions", cwd=work)
     return work, run
@@ -64,8 +53,8 @@ def test_learn_writes_a_profile_and_a_fingerprint_and_prints_the_config_lines(le
 def test_scan_with_the_learned_files_passes_this_device_and_flags_another(learned) -> None:
     work, run = learned
     (work / "agent.yaml").write_text(run.stdout)  # the printed lines are a valid config
-    _acquisitions(work / "ours", panel_seed=31, n=2, seed=99)
-    _acquisitions(work / "theirs", panel_seed=32, n=2, seed=99)
+    dx_acquisitions(work / "ours", panel_seed=31, n=2, seed=99)
+    dx_acquisitions(work / "theirs", panel_seed=32, n=2, seed=99)
     scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "ours", "theirs", cwd=work)
     verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
     assert len(verdicts) == 4, scan.stderr
@@ -78,7 +67,7 @@ def test_scan_with_the_learned_files_passes_this_device_and_flags_another(learne
 
 
 def test_too_few_images_writes_nothing_and_says_how_many_are_needed(tmp_path: Path) -> None:
-    _acquisitions(tmp_path / "few", panel_seed=33, n=3, seed=2)
+    dx_acquisitions(tmp_path / "few", panel_seed=33, n=3, seed=2)
     run = _cli("learn", "--out", tmp_path / "device", "few", cwd=tmp_path)
     assert run.returncode == 2
     assert "at least 8 are needed" in run.stderr and "nothing written" in run.stderr
@@ -101,8 +90,8 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.C
     state = DeviceState(work / "identity")
     cert = ca.issue_device(state.init("dx-0007"))
     state.install(cert.public_bytes(serialization.Encoding.PEM), ca.cert_path.read_bytes())
-    _acquisitions(work / "first", panel_seed=41, n=8, seed=5)
-    _acquisitions(work / "ours", panel_seed=41, n=1, seed=77)
+    dx_acquisitions(work / "first", panel_seed=41, n=8, seed=5)
+    dx_acquisitions(work / "ours", panel_seed=41, n=1, seed=77)
     run = _cli("learn", "--identity", "identity", "--out", "device", "first", cwd=work)
     return work, run
 
@@ -169,7 +158,7 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
     work, _ = learned
     settings = EvidenceSettings(noise_profile=NoiseProfile.from_json((work / "device" / "noise-profile.json").read_text()),
                                 fingerprint=Fingerprint.from_bytes((work / "device" / "fingerprint.bin").read_bytes()))
-    images = [*_acquisitions(work / "beside-ours", 31, 1, 7), *_acquisitions(work / "beside-theirs", 34, 1, 7)]
+    images = [*dx_acquisitions(work / "beside-ours", 31, 1, 7), *dx_acquisitions(work / "beside-theirs", 34, 1, 7)]
 
     def verdicts() -> list[dict]:
         pipe = open_pipeline(None, "onnxruntime", "fp32", 1, evidence=settings)
@@ -248,7 +237,7 @@ def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(t
     assert "fingerprint.local_mismatch" in codes["patients/spliced.dcm"]
 
     # On the device, its first acquisitions add the noise profile; the fingerprint stays the factory's.
-    _acquisitions(tmp_path / "first", panel_seed=37, n=8, seed=5)
+    dx_acquisitions(tmp_path / "first", panel_seed=37, n=8, seed=5)
     again = _cli("learn", "--out", tmp_path / "device", "--force", "--flat-fields", "flats", "first", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert NoiseProfile.from_json((tmp_path / "device" / "noise-profile.json").read_text()).images == 8

@@ -3,15 +3,16 @@ acquisitions, and ``scan`` / the agent then read the model's score on that devic
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_images import new_image, save
+from agent_harness import run_cli
+from sample_images import dx_acquisitions, new_image, save
 
 from edge_agent.detect import default_model_dir
 from edge_agent.errors import ConfigError
@@ -22,17 +23,8 @@ from edge_agent.forensics.simulator import Panel, PanelSpec
 SHAPE = (512, 640)
 
 
-def _acquisitions(folder: Path, n: int, seed: int) -> None:
-    """``n`` authentic DX exposures of one simulated panel, as 12-bit DICOM files."""
-    panel, rng = Panel(PanelSpec(7, shape=SHAPE)), np.random.default_rng(seed)
-    for i in range(n):
-        px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
-        save(new_image(px, bits_stored=12, Modality="DX"), folder / f"img{i:02d}.dcm")
-
-
-def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+_cli = functools.partial(run_cli, timeout=300)
+PANEL = 7  # the simulated detector of this site
 
 
 def _logits(scan: subprocess.CompletedProcess[str]) -> dict[str, float]:
@@ -46,8 +38,8 @@ def _logits(scan: subprocess.CompletedProcess[str]) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     work = tmp_path_factory.mktemp("site")
-    _acquisitions(work / "first", MIN_IMAGES, seed=3)
-    _acquisitions(work / "later", 3, seed=40)
+    dx_acquisitions(work / "first", PANEL, MIN_IMAGES, seed=3)
+    dx_acquisitions(work / "later", PANEL, 3, seed=40)
     run = _cli("learn", "--out", work / "device", "first", cwd=work)
     return work, run
 
@@ -88,7 +80,7 @@ def test_an_image_of_another_modality_keeps_the_shipped_scale(site, tmp_path: Pa
     work, _ = site
     cal = SiteCalibration.from_json((work / "device" / "model-calibration.json").read_text())
     assert cal.modality == "DX"
-    panel, rng = Panel(PanelSpec(7, shape=SHAPE)), np.random.default_rng(11)
+    panel, rng = Panel(PanelSpec(PANEL, shape=SHAPE)), np.random.default_rng(11)
     px = np.round(panel.acquire(rng) * 4095).astype(np.uint16)
     save(new_image(px, bits_stored=12, Modality="CR"), tmp_path / "cr.dcm")
     save(new_image(px, bits_stored=12, Modality="DX"), tmp_path / "dx.dcm")
@@ -170,8 +162,8 @@ def test_a_calibration_file_with_wrong_values_is_a_config_error_naming_it(site, 
 
 
 def test_the_frames_of_one_file_count_as_one_acquisition(tmp_path: Path) -> None:
-    _acquisitions(tmp_path / "first", 8, seed=6)
-    panel, rng = Panel(PanelSpec(7, shape=SHAPE)), np.random.default_rng(60)
+    dx_acquisitions(tmp_path / "first", PANEL, 8, seed=6)
+    panel, rng = Panel(PanelSpec(PANEL, shape=SHAPE)), np.random.default_rng(60)
     cine = np.stack([np.round(panel.acquire(rng) * 4095).astype(np.uint16) for _ in range(16)])
     save(new_image(cine, bits_stored=12, Modality="DX"), tmp_path / "first" / "cine.dcm")
     run = _cli("learn", "--out", tmp_path / "device", "first", cwd=tmp_path)
@@ -190,7 +182,7 @@ def test_learn_for_a_precision_the_model_does_not_ship_enrols_without_calibratio
 
 
 def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_note(tmp_path: Path) -> None:
-    _acquisitions(tmp_path / "first", 8, seed=5)
+    dx_acquisitions(tmp_path / "first", PANEL, 8, seed=5)
     run = _cli("learn", "--out", tmp_path / "device", "first", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert f"no model calibration: 8 acquisition(s) of the modality; it needs at least {MIN_IMAGES}" in run.stderr
@@ -225,8 +217,8 @@ def test_a_signed_enrolment_covers_the_calibration_and_an_edited_one_is_refused(
     ca = new_fleet(tmp_path / "ca")
     state = DeviceState(tmp_path / "identity")
     state.install(ca.issue_device(state.init("dx-0020")).public_bytes(serialization.Encoding.PEM), ca.cert_path.read_bytes())
-    _acquisitions(tmp_path / "first", MIN_IMAGES, seed=8)
-    _acquisitions(tmp_path / "later", 1, seed=80)
+    dx_acquisitions(tmp_path / "first", PANEL, MIN_IMAGES, seed=8)
+    dx_acquisitions(tmp_path / "later", PANEL, 1, seed=80)
     run = _cli("learn", "--identity", "identity", "--out", "device", "first", cwd=tmp_path)
     assert run.returncode == 0 and "model_calibration: " in run.stdout, run.stderr
     (tmp_path / "agent.yaml").write_text(run.stdout)
