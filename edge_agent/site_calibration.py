@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from .manifest import ModelManifest
 
 __all__ = ["SiteCalibration", "QUANTILES", "MIN_IMAGES", "LARGE_OFFSET", "MAX_OFFSET", "model_identity", "reference_quantiles",
-           "quantiles"]
+           "quantiles", "raise_by"]
 
 QUANTILES = (0.5, 0.75, 0.9)
 MIN_IMAGES = 20  # the 90th percentile of fewer images moves too much between sets (docs/site-calibration.md)
@@ -64,6 +64,11 @@ def quantiles(values: Sequence[float]) -> tuple[float, ...]:
         return s[i] if i + 1 >= len(s) else s[i] + (x - i) * (s[i + 1] - s[i])
 
     return tuple(q(p) for p in QUANTILES)
+
+
+def raise_by(site_q: Sequence[float], reference_q: Sequence[float]) -> float:
+    """The rule: the largest excess of the site's percentiles over the reference's, never below 0."""
+    return max(0.0, *(s - r for s, r in zip(site_q, reference_q)))
 
 
 def model_identity(manifest: ModelManifest) -> str:
@@ -122,7 +127,7 @@ class SiteCalibration:
 
     @property
     def offset(self) -> float:
-        return max(0.0, *(s - r for s, r in zip(self.site_quantiles, self.reference_quantiles)))
+        return raise_by(self.site_quantiles, self.reference_quantiles)
 
     @property
     def large(self) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from edge_agent.manifest import sha256_file
-from edge_agent.site_calibration import QUANTILES
+from edge_agent.site_calibration import QUANTILES, raise_by
 
 from .config import Config
 from .evaluate import _auc, thresholds_from_reals
@@ -67,13 +67,17 @@ def _runs(cfg: Config) -> dict[str, frozenset[str]]:
     return {REFERENCE: frozenset(), **{g: frozenset(s) for g, s in groups.items()}}
 
 
+def _finished(ck: Path, steps: int) -> bool:
+    return ck.exists() and torch.load(ck, weights_only=False)["step"] >= steps
+
+
 def train_loso(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
     """Train every run not yet complete and not being trained by another process."""
     steps = int(_settings(cfg)["steps"])
     for group, excluded in _runs(cfg).items():
         tag = f"{_settings(cfg)['tag']}-detector-{group}"
         ck = work / f"{tag}-last.pt"
-        if ck.exists() and torch.load(ck, weights_only=False)["step"] >= steps:
+        if _finished(ck, steps):
             continue
         with open(work / f"{tag}.lock", "w") as lock:
             try:
@@ -88,10 +92,7 @@ def train_loso(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
 def _complete(work: Path, cfg: Config) -> dict[str, Path] | None:
     steps = int(_settings(cfg)["steps"])
     cks = {g: work / f"{_settings(cfg)['tag']}-detector-{g}-last.pt" for g in _runs(cfg)}
-    for ck in cks.values():
-        if not ck.exists() or torch.load(ck, weights_only=False)["step"] < steps:
-            return None
-    return cks
+    return cks if all(_finished(ck, steps) for ck in cks.values()) else None
 
 
 def _aggregate_of(work: Path, cfg: Config) -> tuple[str, int]:
@@ -146,7 +147,7 @@ def _calibration(site_val: np.ndarray, ref: np.ndarray, thr: float, reals: np.nd
         median: dict[str, list[float]] = {"fpr": [], "tpr": []}
         for _ in range(draws if n_eff < len(site_val) else 1):
             pick = site_val[rng.choice(len(site_val), size=n_eff, replace=False)]
-            off = max(0.0, float(np.max(np.quantile(pick, QUANTILES) - ref_q)))
+            off = raise_by(np.quantile(pick, QUANTILES).tolist(), ref_q.tolist())  # the agent's rule itself
             rule["offset"].append(off)
             rule["fpr"].append(float((reals >= thr + off).mean())); rule["tpr"].append(float((fakes >= thr + off).mean()))
             d = float(np.median(pick) - ref_q[0])
