@@ -58,9 +58,11 @@ class Pipeline:
         self.evidence = evidence if evidence is not None else Evidence()
         self._layers: ThreadPoolExecutor | None = None
         self.calibration = self.evidence.settings.model_calibration
+        self._calibration_note = ""  # the calibration's description, composed once for every verdict
         if self.calibration is not None:  # a scale learned on other weights would mislead: refuse
             self.calibration.check_model(detector.manifest)
-            (log.warning if self.calibration.large else log.info)("%s", self.calibration.describe())
+            self._calibration_note = self.calibration.describe()
+            (log.warning if self.calibration.large else log.info)("%s", self._calibration_note)
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
         """All verdicts for one file (one per frame)."""
@@ -134,7 +136,7 @@ class Pipeline:
                 fs = dataclasses.replace(fs, logit=fs.logit - off, score=sigmoid(fs.logit - off),
                                          tile_logits=fs.tile_logits - off, cam=fs.cam - off)
                 notes = (Reason("model.site_calibrated",
-                                f"{self.calibration.describe()} (this image: {raw:.3f} before, {fs.score:.3f} after)"),)
+                                f"{self._calibration_note} (this image: {raw:.3f} before, {fs.score:.3f} after)"),)
             model_reason = _model_reason(th.label(fs.score), fs, th.suspicious)
             fused = fuse(fs.logit, model_reason, findings, provenance, th, self.evidence.settings.fusion, notes)
             if i == 0:  # one frame per file teaches the noise profile (a 100-frame file counts once)
