@@ -28,7 +28,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .errors import DicomSignatureError, SigningRefused
-from .spool import write_atomically
+from .durable import write_atomically
 
 if TYPE_CHECKING:  # pydicom and the signature library load only when a command runs: fast --help
     from .dicom_signature import SignatureReport

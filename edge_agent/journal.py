@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import IngestError
-from .spool import fsync_dir
+from .durable import fsync_dir
 from .verdict import Verdict
 
 __all__ = ["JudgedImage", "VerdictSink", "Journal", "JOURNAL_SCHEMA", "DEFAULT_MAX_BYTES", "DEFAULT_KEEP"]

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import EdgeAgentError, ForensicsError, UnreadableImage
-from .spool import write_atomically
+from .durable import write_atomically
 from .tiling import grid_tiles
 
 if TYPE_CHECKING:

@@ -52,13 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .durable import fsync_dir
 from .errors import IngestError
 
 __all__ = [
     "Spool",
     "SpoolItem",
     "SpoolFullError",
-    "fsync_dir",
     "durable_copy",
     "format_size",
     "DEFAULT_MAX_PENDING_BYTES",
@@ -100,31 +100,6 @@ class SpoolItem:
     @property
     def display(self) -> str:
         return self.name or self.path.name
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable (POSIX: the entry lives in the folder)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash or power cut leaves the old file or the whole
-    new one, never half of it: a temporary file beside it, fsync, rename, fsync of the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def format_size(n: int) -> str:

@@ -40,6 +40,18 @@ def test_ca_init_writes_a_0600_key_and_a_p256_ca_certificate(tmp_path: Path) -> 
         ca.init("again")
 
 
+
+def test_ca_folder_publishes_the_certificate_and_crl_keeps_its_index_private_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    ca = new_fleet(tmp_path / "ca")
+    key = SoftwareKey(ec.generate_private_key(ec.SECP256R1()))
+    ca.issue_device(build_device_csr("ct-0042", key), days=30, now=NOW)
+    ca.publish_crl(now=NOW)
+    assert stat.S_IMODE(ca.cert_path.stat().st_mode) == 0o644  # handed to every collector and device
+    assert stat.S_IMODE(ca.crl_path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(ca.index_path.stat().st_mode) == 0o600  # which devices exist: the CA's own record
+    assert sorted(p.name for p in ca.directory.iterdir() if p.name.startswith(".") or p.suffix == ".tmp") == []
+
+
 def test_device_certificate_names_the_device_and_fits_signing_and_tls_client_auth(tmp_path: Path) -> None:
     ca = new_fleet(tmp_path / "ca")
     key = SoftwareKey(ec.generate_private_key(ec.SECP256R1()))

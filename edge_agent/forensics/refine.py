@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ForensicsError
-from ..spool import write_atomically
+from ..durable import write_atomically
 from .noise import NoiseFeatures, NoiseProfile
 
 __all__ = ["ProfileRefiner", "Seal", "typical"]
@@ -158,7 +158,7 @@ class ProfileRefiner:
         return True
 
     def save(self) -> None:
-        """Write the refined profile (:func:`~edge_agent.spool.write_atomically`).
+        """Write the refined profile (:func:`~edge_agent.durable.write_atomically`).
         A failed write is logged and retried at the next save; the profile in memory is kept."""
         if not self.writable:
             return

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..durable import write_atomically
 from ..errors import EnrollmentError, EnvelopeError
 from .certs import device_id_of, load_certificates, utcnow, validate_chain, validate_device_id
 from .csr import build_device_csr
@@ -82,9 +83,7 @@ class DeviceState:
             raise EnrollmentError(f"{self.directory} is not enrolled: run `edge-agent enroll init --dir {self.directory}`") from None
 
     def _save_meta(self, meta: dict[str, Any]) -> None:
-        tmp = self._p("device.json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self._p("device.json"))
+        write_atomically(self._p("device.json"), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode(), 0o644)
 
     def _store(self, ref: dict[str, Any]) -> KeyStore:
         return open_key_store(ref, self.directory)

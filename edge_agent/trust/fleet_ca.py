@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..durable import write_atomically
 from ..errors import CertificateAuthorityError, KeyStoreError
 from .certs import (
     MAX_DEVICE_DAYS,
@@ -38,17 +39,6 @@ from .keys import FileKeyStore, PassphraseSource, SoftwareKey, write_private_fil
 __all__ = ["FleetCA", "CA_PASSPHRASE_ENV"]
 
 CA_PASSPHRASE_ENV = "EDGE_AGENT_CA_PASSPHRASE"
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,7 @@ class FleetCA:
         )
         write_private_file(self.key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
         cert = build_ca_certificate(key, name, days, now or utcnow())
-        _atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomically(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         self._save_index({"crl_number": 0, "issued": {}})
         return cert
 
@@ -117,7 +107,7 @@ class FleetCA:
             raise CertificateAuthorityError(f"{self.index_path} is missing; is {self.directory} a fleet CA?") from None
 
     def _save_index(self, index: dict[str, Any]) -> None:
-        _atomic_write(self.index_path, json.dumps(index, indent=2, sort_keys=True).encode() + b"\n", 0o600)
+        write_atomically(self.index_path, json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")
 
     def _record(self, cert: x509.Certificate, kind: str) -> None:
         index = self._index()
@@ -202,5 +192,5 @@ class FleetCA:
                 )
         crl = builder.sign(self._key(), hashes.SHA256())
         self._save_index(index)
-        _atomic_write(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        write_atomically(self.crl_path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
         return crl

@@ -18,28 +18,13 @@ import os
 import threading
 from pathlib import Path
 
+from ..durable import write_atomically
 from ..errors import SequenceError
 
 __all__ = ["SequenceStore", "DEFAULT_BLOCK"]
 
 # One fsync per 1000 verdicts: a few µs amortised; a crash skips at most 999 numbers.
 DEFAULT_BLOCK = 1000
-
-
-def _durable_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class SequenceStore:
@@ -89,7 +74,7 @@ class SequenceStore:
             if self._next >= self._limit:
                 new_limit = self._next + self.block
                 try:
-                    _durable_write(self.path, f"{new_limit}\n")
+                    write_atomically(self.path, f"{new_limit}\n".encode("ascii"))
                 except OSError as exc:
                     raise SequenceError(f"cannot reserve sequence numbers in {self.path}: {exc.strerror}") from None
                 self._limit = new_limit

@@ -29,7 +29,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..durable import write_atomically
 from ..errors import (
     ChainError,
     DeviceMismatchError,
@@ -111,11 +111,7 @@ class ReplayState:
         devices: dict[str, dict[str, Any]] = {}
         for (dev, boot), (floor, seen) in sorted(self._boots.items()):
             devices.setdefault(dev, {})[boot] = {"floor": floor, "seen": sorted(seen)}
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "devices": devices}, separators=(",", ":")) + "\n", encoding="utf-8")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, (json.dumps({"version": 1, "devices": devices}, separators=(",", ":")) + "\n").encode())
 
     def seen(self, device_id: str, boot_id: str, seq: int) -> bool:
         floor, seen = self._boots.get((device_id, boot_id), (0, set()))
