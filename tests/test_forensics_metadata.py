@@ -127,6 +127,25 @@ def test_impossible_or_malformed_dates_are_flagged(overrides, code):
     assert code in _codes(_dx(**overrides))
 
 
+def test_a_research_archive_with_dates_shifted_decades_ahead_is_not_flagged_when_scanned_without_a_device():
+    # de-identification with the Modified Dates option (PS3.15 E.1-1) moves dates, e.g. into the 2180s
+    shifted = _dx(StudyDate="21800506", AcquisitionDate="21800506", ContentDate="21800506",
+                  PatientIdentityRemoved="YES", LongitudinalTemporalInformationModified="MODIFIED")
+    assert _codes(shifted, identity=None) == set()
+    archive = DeviceIdentity(manufacturer="Acme Imaging", fresh=False)
+    assert _codes(shifted, archive) == set()
+    assert _codes(_dx(ContentDate="18901231"), identity=None) == {"metadata.date_impossible"}
+
+
+def test_a_de_identified_image_arriving_as_this_devices_fresh_acquisition_is_flagged():
+    codes = _codes(_dx(PatientIdentityRemoved="YES", DeidentificationMethod="Basic Application Confidentiality Profile"))
+    assert codes == {"metadata.deidentified_on_device"}
+    # shifting the dates to hide it still leaves the date in the future on a fresh device
+    assert {"metadata.deidentified_on_device", "metadata.date_impossible"} <= _codes(
+        _dx(AcquisitionDate="21800506", LongitudinalTemporalInformationModified="MODIFIED"))
+    assert "metadata.deidentified_on_device" not in _codes(_dx(PatientIdentityRemoved="NO"))
+
+
 def test_acr_nema_dotted_dates_of_old_real_files_are_accepted():
     assert _codes(_dx(StudyDate="2026.11.22", AcquisitionDate="2026.11.22")) == set()
 

@@ -274,10 +274,27 @@ def _date_impossible(ds: Dataset, ident: DeviceIdentity | None, now: dt.datetime
     for key, when in dates.items():
         if when.date() < _ROENTGEN:
             return f"{key} {when.date()} is before X-rays were discovered (8 Nov 1895)"
-        # one day of slack: time zones and device clocks (PS3.3 C.12.1.1.8 timezone offsets)
-        if when > now + dt.timedelta(days=1):
+        # A future date is impossible only for an image checked as it leaves the detector: archives
+        # and research sets shift dates when they de-identify (PS3.15 E.1-1, "Retain Longitudinal
+        # Temporal Information with Modified Dates Option"), often decades ahead, and a scan of such
+        # files would flag every one. One day of slack: time zones and device clocks (PS3.3 C.12.1.1.8).
+        if ident is not None and ident.fresh and when > now + dt.timedelta(days=1):
             return f"{key} {when:%Y-%m-%d %H:%M} is in the future (now {now:%Y-%m-%d %H:%M})"
     return None
+
+
+def _deidentified(ds: Dataset, ident: DeviceIdentity | None, now: dt.datetime) -> str | None:
+    if ident is None or not ident.fresh:
+        return None
+    # PS3.15 E.1 and PS3.3 C.12.1 (SOP Common): what a de-identifier writes; a detector writes
+    # none of it into the exposure it has just made
+    marks = [f"Patient Identity Removed {_text(ds, 'PatientIdentityRemoved')}"
+             if _text(ds, "PatientIdentityRemoved").upper() == "YES" else "",
+             "De-identification Method" if "DeidentificationMethod" in ds or "DeidentificationMethodCodeSequence" in ds else "",
+             f"Longitudinal Temporal Information Modified {_text(ds, 'LongitudinalTemporalInformationModified')}"
+             if _text(ds, "LongitudinalTemporalInformationModified").upper() in ("MODIFIED", "REMOVED") else ""]
+    found = [m for m in marks if m]
+    return f"the header says it was de-identified ({'; '.join(found)}): not a fresh acquisition" if found else None
 
 
 def _acquired_before_study(ds: Dataset, ident: DeviceIdentity | None, now: dt.datetime) -> str | None:
@@ -316,8 +333,10 @@ RULES: tuple[Rule, ...] = (
     Rule("metadata.uid_root_foreign", "a UID minted outside this device: the object was created elsewhere",
          "high", _uid_root, needs_identity=True),
     Rule("metadata.date_malformed", "a header written by hand or by a careless tool", "low", _date_malformed),
-    Rule("metadata.date_impossible", "a fabricated header: dated in the future or before X-rays existed",
-         "medium", _date_impossible),
+    Rule("metadata.date_impossible", "a fabricated header: dated before X-rays existed, or (on a device checking "
+         "fresh images) in the future", "medium", _date_impossible),
+    Rule("metadata.deidentified_on_device", "an image taken from a de-identified archive or research set and injected "
+         "as this device's fresh acquisition", "medium", _deidentified, needs_identity=True),
     Rule("metadata.acquired_before_study", "a re-dated or replayed image on a device that stamps fresh acquisitions",
          "medium", _acquired_before_study, needs_identity=True),
 )
