@@ -212,7 +212,16 @@ def _model_scorer(args: argparse.Namespace, notes: list[str]
     from .site_calibration import reference_quantiles
 
     try:
-        det = open_detector(args.model, args.backend, args.precision, threads=2)
+        model, backend, precision, anchor = args.model, args.backend, args.precision, None
+        if args.config is not None:  # the agent's own model settings, unless given here
+            from .config import load_config
+
+            cfg = load_config(args.config).model
+            model = model or cfg.path
+            backend = backend if backend != "auto" else cfg.backend
+            precision = precision if precision != "auto" else cfg.precision
+            anchor = cfg.trust_anchor.read_bytes() if cfg.trust_anchor is not None else None
+        det = open_detector(model, backend, precision, threads=2, trust_anchor=anchor)
         reference_quantiles(det.manifest)
     except EdgeAgentError as exc:
         notes.append(f"no model calibration: {exc}")
@@ -354,6 +363,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="the runtime the agent uses (model.backend), so the calibration is on its scale")
     p.add_argument("--precision", default="auto", choices=("auto", "int8", "fp32"),
                    help="the precision the agent uses (model.precision)")
+    p.add_argument("--config", type=Path, metavar="AGENT_YAML",
+                   help="take the model, backend, precision and trust anchor from the agent's config (its model: "
+                        "section), so the calibration is on the scale the agent reads; --model/--backend/--precision "
+                        "still override")
     p.add_argument("--no-model-calibration", action="store_true",
                    help="do not measure the model on the acquisitions (no model-calibration.json)")
     p.add_argument("--force", action="store_true", help="replace an existing profile and fingerprint")

@@ -181,6 +181,20 @@ def test_learn_for_a_precision_the_model_does_not_ship_enrols_without_calibratio
     assert not (tmp_path / "device" / "model-calibration.json").exists()
 
 
+
+def test_learn_takes_the_model_settings_from_the_agents_config(site, tmp_path: Path) -> None:
+    work, _ = site
+    (tmp_path / "agent.yaml").write_text("model:\n  precision: int8\n  backend: onnxruntime\n")
+    run = _cli("learn", "--config", tmp_path / "agent.yaml", "--out", tmp_path / "device", work / "first", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "no model calibration: model xray-npr ships no ONNX file with precision in ('int8',)" in run.stderr
+    # a wrong key in the config is named, and the enrolment still happens without the calibration
+    (tmp_path / "bad.yaml").write_text("model:\n  precison: fp32\n")
+    run = _cli("learn", "--config", tmp_path / "bad.yaml", "--out", tmp_path / "device2", work / "first", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "no model calibration:" in run.stderr and "precison" in run.stderr
+    assert (tmp_path / "device2" / "fingerprint.bin").is_file()
+
 def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_note(tmp_path: Path) -> None:
     dx_acquisitions(tmp_path / "first", PANEL, 8, seed=5)
     run = _cli("learn", "--out", tmp_path / "device", "first", cwd=tmp_path)
