@@ -102,6 +102,12 @@ class ModelConfig:
             _fail("model.threads", "an integer from 1 to 64", self.threads)
         _check_path(self, "cache_dir")
 
+    def chosen(self, path: Path | None, backend: str, precision: str) -> tuple[Path | None, str, str]:
+        """A command line's model folder, backend and precision where it gives them (``None`` /
+        ``"auto"``: not given), else this section's: how ``scan`` and ``learn`` run the agent's model."""
+        return (path or self.path, backend if backend != "auto" else self.backend,
+                precision if precision != "auto" else self.precision)
+
 
 @dataclass(frozen=True)
 class HookConfig:

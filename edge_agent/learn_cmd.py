@@ -217,9 +217,7 @@ def _model_scorer(args: argparse.Namespace, notes: list[str]
             from .config import load_config
 
             cfg = load_config(args.config).model
-            model = model or cfg.path
-            backend = backend if backend != "auto" else cfg.backend
-            precision = precision if precision != "auto" else cfg.precision
+            model, backend, precision = cfg.chosen(model, backend, precision)
             anchor = cfg.trust_anchor.read_bytes() if cfg.trust_anchor is not None else None
         det = open_detector(model, backend, precision, threads=2, trust_anchor=anchor)
         reference_quantiles(det.manifest)

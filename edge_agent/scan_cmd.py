@@ -76,9 +76,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
         cfg = load_config(args.config)
         evidence = cfg.forensics
-        model = model or cfg.model.path
-        backend = backend if backend != "auto" else cfg.model.backend
-        precision = precision if precision != "auto" else cfg.model.precision
+        model, backend, precision = cfg.model.chosen(model, backend, precision)
         anchor = cfg.model.trust_anchor
     pipeline = open_pipeline(model, backend, precision, args.threads, trust_anchor=anchor, evidence=evidence)
     items = list(walk(args.paths))

@@ -181,7 +181,6 @@ def test_learn_for_a_precision_the_model_does_not_ship_enrols_without_calibratio
     assert not (tmp_path / "device" / "model-calibration.json").exists()
 
 
-
 def test_learn_takes_the_model_settings_from_the_agents_config(site, tmp_path: Path) -> None:
     work, _ = site
     (tmp_path / "agent.yaml").write_text("model:\n  precision: int8\n  backend: onnxruntime\n")
@@ -194,6 +193,7 @@ def test_learn_takes_the_model_settings_from_the_agents_config(site, tmp_path: P
     assert run.returncode == 0, run.stderr
     assert "no model calibration:" in run.stderr and "precison" in run.stderr
     assert (tmp_path / "device2" / "fingerprint.bin").is_file()
+
 
 def test_too_few_acquisitions_learn_the_profile_but_skip_the_calibration_with_a_note(tmp_path: Path) -> None:
     dx_acquisitions(tmp_path / "first", PANEL, 8, seed=5)

@@ -40,7 +40,6 @@ def test_ca_init_writes_a_0600_key_and_a_p256_ca_certificate(tmp_path: Path) -> 
         ca.init("again")
 
 
-
 def test_ca_folder_publishes_the_certificate_and_crl_keeps_its_index_private_and_leaves_no_temporaries(tmp_path: Path) -> None:
     ca = new_fleet(tmp_path / "ca")
     key = SoftwareKey(ec.generate_private_key(ec.SECP256R1()))
