@@ -18,44 +18,24 @@ Only the simulator's panels are real-like here; a real device learns from its ow
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from .forensics.phantom_dicom import Exposure, exposure_dicom
 
 __all__ = ["make_device", "SHAPE"]
 
 SHAPE = (768, 1024)  # rows, columns of the demo panel (12 model tiles)
 _THIS, _OTHER = 4242, 4243  # panel seeds: this device, another unit of the same model
-_DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation (PS3.4 B.5)
+_DEMO_EXPOSURE = Exposure(modality="DX", manufacturer="edge-agent demo", model_name="simulated flat panel",
+                          patient=("DEMO^PHANTOM", "PHANTOM"), kvp="110", pixel_spacing_mm="0.139")
 
 
 def _dx_dicom(img: np.ndarray, bits: int = 12) -> bytes:
-    """A DX exposure as a detector writes it (PS3.3 A.26: DX Image; Imager Pixel Spacing, KVP);
-    a phantom, no patient."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality, ds.ImageType = "DX", ["ORIGINAL", "PRIMARY"]
-    ds.Manufacturer, ds.ManufacturerModelName = "edge-agent demo", "simulated flat panel"
-    ds.PatientName, ds.PatientID = "DEMO^PHANTOM", "PHANTOM"
-    ds.KVP, ds.ImagerPixelSpacing = "110", ["0.139", "0.139"]
-    stored = np.round(np.clip(img, 0, 1) * ((1 << bits) - 1)).astype(np.uint16)
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    ds.PixelData = stored.tobytes()
-    ds["PixelData"].VR = "OW"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    """A DX exposure of the demo panel as the detector writes it; a phantom, no patient."""
+    return exposure_dicom(img, bits, _DEMO_EXPOSURE)
 
 
 def make_device(device_dir: Path, images: Path, seed: int = 7, enrolment_images: int = 10) -> dict[str, str]:

@@ -25,24 +25,20 @@ the detector must learn what an edit does to authentic detector noise, not which
 """
 from __future__ import annotations
 
-import io
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
+from edge_agent.forensics.phantom_dicom import Exposure, exposure_dicom
 from edge_agent.forensics.simulator import Panel, PanelSpec, phantom
 
 from .imaging import ContainerSpec, encode_like
 
 __all__ = ["simulated_radiograph", "encode_simulated", "build_simulated"]
-
-_CR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
-_DX_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
 
 
 def _limb(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -148,33 +144,14 @@ def encode_simulated(img: np.ndarray, bits: int, rng: np.random.Generator,
         return *encode_like(img, ContainerSpec("png"), jpeg_quality=int(rng.integers(85, 98))), "jpeg"
     mono1 = rng.random() < 0.5
     cr = rng.random() < 0.5
-    full = (1 << bits) - 1
-    stored = np.round((1.0 - img if mono1 else img) * full).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _CR_STORAGE if cr else _DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "CR" if cr else "DX"
-    ds.Manufacturer = "edge-agent physics simulator"
-    ds.PatientName, ds.PatientID = "SIMULATED^PHANTOM", "SIM"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    exposure = Exposure(modality="CR" if cr else "DX", monochrome1=mono1)
     if facts is not None:
         extremity = facts.get("anatomy") == "extremity"
-        ds.KVP = "55" if extremity else "125"
         # photons per pixel ~ dose: a few uAs for the lowest, a few hundred for the highest
-        ds.ExposureInuAs = max(1, int(round(float(facts.get("dose", 10000)) / 400.0)))
-        ds.ImagerPixelSpacing = ["0.1", "0.1"] if cr else ["0.139", "0.139"]
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if mono1 else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    ds.PixelData = stored.tobytes()
-    ds["PixelData"].VR = "OW"
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue(), ".dcm", "dicom"
+        exposure = replace(exposure, kvp="55" if extremity else "125",
+                           exposure_uas=max(1, int(round(float(facts.get("dose", 10000)) / 400.0))),
+                           pixel_spacing_mm="0.1" if cr else "0.139")
+    return exposure_dicom(img, bits, exposure), ".dcm", "dicom"
 
 
 def _one(args: tuple[int, str, str]) -> dict[str, str]:
