@@ -87,6 +87,9 @@ def train_loso(work: Path, cfg: Config, log: Callable[[str], None]) -> None:
                 continue
             log(f"loso: training without {sorted(excluded) or 'nothing (reference)'}")
             train_detector(work, cfg, log, tag=tag, exclude_sources=excluded, steps=steps)
+            # the run is complete: no process needs its lock again (a late one resumes at the
+            # last step and stops at once), so do not leave an empty file behind
+            Path(lock.name).unlink(missing_ok=True)
 
 
 def _complete(work: Path, cfg: Config) -> dict[str, Path] | None:
@@ -174,7 +177,9 @@ def score_loso(work: Path, cfg: Config, log: Callable[[str], None]) -> dict[str,
         except BlockingIOError:
             log("loso: another process is scoring the runs")
             return None
-        return _score(work, cfg, cks, log)
+        scored = _score(work, cfg, cks, log)
+        Path(lock.name).unlink(missing_ok=True)
+        return scored
 
 
 def _score(work: Path, cfg: Config, cks: dict[str, Path], log: Callable[[str], None]) -> dict[str, Any]:
