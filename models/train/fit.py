@@ -95,6 +95,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     (a hospital the detector never saw; the generators' output is kept)."""
     dc = cfg.detector
     steps = steps or dc["steps"]
+    seed = int(dc.get("seed", cfg.seed))  # detector.seed: a second training run on the same data
     bank = load_tilebank(work, "train")
     keep = np.ones(len(bank["label"]), bool) if exclude_family is None else bank["family"] != exclude_family
     if exclude_sources:
@@ -103,7 +104,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     idx_all = np.nonzero(keep)[0]
     probs = sampling_probs(bank["label"][idx_all], bank["group"][idx_all])
     tiles = np.asarray(bank["tiles"])  # into RAM
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     model = NPRDetector(tuple(dc["width"]))
     opt = torch.optim.AdamW(model.parameters(), lr=dc["lr"], weight_decay=dc["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=dc["lr"], total_steps=steps, pct_start=0.1)
@@ -113,7 +114,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
         return ck
     if start:
         log(f"{tag}: resuming at step {start}")
-    rng = np.random.default_rng(cfg.seed + start)
+    rng = np.random.default_rng(seed + start)
     full_from = int(steps * 0.9)
     t0, run_loss = time.time(), 0.0
     model.train()
