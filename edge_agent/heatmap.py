@@ -59,6 +59,7 @@ def _tiles_at_full_size(maps: np.ndarray, fs: FrameScore, empty: float) -> np.nd
 
 MODEL_COLOUR = (255.0, 0.0, 0.0)  # red: the model's evidence
 LAYER_COLOUR = (0.0, 255.0, 255.0)  # cyan: a forensic layer's local finding (fingerprint missing)
+_MAX_ALPHA = 0.7  # opacity of a colour at full strength: the image stays visible under it
 
 
 def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str,
@@ -74,12 +75,20 @@ def render_overlay(frame: np.ndarray, fs: FrameScore, out_path: Path, label: str
     mixed = np.asarray(grey.convert("RGB"), dtype=np.float32)
     prob = 1.0 / (1.0 + np.exp(-heat_at_full_size(fs).astype(np.float64)))
     layers = layer_heat_at_full_size(fs, findings)
-    for strength, colour in ((prob, MODEL_COLOUR), (layers, LAYER_COLOUR)):
-        if strength is None:
-            continue
+
+    def alpha_of(strength: np.ndarray) -> np.ndarray:
         img = Image.fromarray((np.clip(strength, 0, 1) * 255).astype(np.uint8), "L").resize(size, bilinear)
-        alpha = (np.asarray(img, dtype=np.float32) / 255.0) ** 2 * 0.7
-        mixed = mixed * (1 - alpha[..., None]) + np.array(colour, dtype=np.float32) * alpha[..., None]
+        return (np.asarray(img, dtype=np.float32) / 255.0) ** 2 * _MAX_ALPHA
+
+    model_alpha = alpha_of(prob)
+    layer_alpha = None if layers is None else alpha_of(layers)
+    if layer_alpha is not None:
+        # a layer's local finding is drawn through the model's red, not over a red-tinted image:
+        # where the fingerprint is missing, the cyan must read as cyan whatever the model scored
+        model_alpha *= 1.0 - layer_alpha / _MAX_ALPHA
+    for alpha, colour in ((model_alpha, MODEL_COLOUR), (layer_alpha, LAYER_COLOUR)):
+        if alpha is not None:
+            mixed = mixed * (1 - alpha[..., None]) + np.array(colour, dtype=np.float32) * alpha[..., None]
     out = Image.fromarray(mixed.astype(np.uint8), "RGB")
     ImageDraw.Draw(out).text((4, 4), f"{label} {fs.score if score is None else score:.3f}", fill=(255, 255, 0))
     out_path.parent.mkdir(parents=True, exist_ok=True)

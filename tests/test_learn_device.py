@@ -192,9 +192,10 @@ def test_the_heatmap_marks_where_a_region_from_another_detector_was_pasted(learn
     verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
     assert "fingerprint.local_mismatch" in {r["code"] for r in verdicts["heat/forged.dcm"]["reasons"]}, scan.stderr
 
-    def cyan(name: str) -> np.ndarray:  # the layer's colour: G and B over R (grey, red and yellow have G <= R)
+    def cyan(name: str) -> np.ndarray:  # the layer's colour: G and B over R (grey, red and yellow have G <= R);
+        # the model's red beside it is the model's own evidence, not "less cyan": floored at 0
         rgb = np.asarray(Image.open(work / "maps" / f"heat__{name}.heatmap.png").convert("RGB"), dtype=np.int16)
-        return rgb[..., 1] - rgb[..., 0]
+        return np.maximum(rgb[..., 1] - rgb[..., 0], 0)
 
     forged_map, clean_map = cyan("forged.dcm"), cyan("clean.dcm")
     assert forged_map.shape == SHAPE
