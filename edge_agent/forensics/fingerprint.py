@@ -53,7 +53,7 @@ from ..errors import ForensicsError
 from ..tiling import grid_origins, grid_tiles
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
-from .residual import WB, background_energy, block_sums, cells, noise_residual, residual, unclipped_blocks
+from .residual import WB, background_energy, cells, intact_blocks, noise_residual, spectrum_multiplicity, wiener_weight
 
 __all__ = [
     "Fingerprint",
@@ -68,13 +68,13 @@ _MAGIC = b"EAFP"
 _FORMAT_VERSION = 1
 _MODELS = ("additive", "multiplicative")
 _REL_BLOCK = 16  # predictor map resolution (pixels per block)
-_CHUNK = 8  # tiles processed together: keeps the working set in cache
+_CHUNK = 32  # at most this many tiles per chunk: one chunk per thread up to 64 tiles (fewest Python steps)
 _THREADS = max(1, min(2, os.cpu_count() or 1))  # chunks in parallel (see FingerprintCheck.measure)
 # Fewer tiles than this run as one chunk on the calling thread. Split into two 2-tile chunks on two
 # threads, a 512x512 image (4 tiles) lost more than it gained on the 2-core bench VM: the GIL passes
 # back and forth between short numpy calls, and waking an idle vCPU costs more than a small chunk
 # takes (bench_forensics: 3.4 ms on one thread vs 4.3-4.7 ms on two, idle machine).
-_PARALLEL_TILES = 2 * _CHUNK
+_PARALLEL_TILES = 16
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -357,6 +357,11 @@ class FingerprintCheck:
         self.max_tiles = max_tiles
         self._cache_key: tuple[tuple[int, int], ...] | None = None
         self._cache: tuple[np.ndarray, ...] | None = None
+        # Compile the kernels now, not on the first image (about a second; cached on disk). Imported
+        # here: numba costs ~0.15 s and ~60 MB to import, which only a device with a fingerprint pays.
+        from .kernels import warm_up
+
+        warm_up()
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
               origins: Sequence[tuple[int, int]] | None = None) -> LayerFinding:
@@ -408,7 +413,9 @@ class FingerprintCheck:
                 y + t > self.fingerprint.shape[0] or xo + t > self.fingerprint.shape[1] for y, xo in origins):
             raise ForensicsError(f"tiles {x.shape} at the given origins do not fit the {self.fingerprint.shape} "
                                  f"fingerprint (tile must be a multiple of the {self.cell}-pixel cell)")
-        ktiles, kfft, kk_cell, rel_cell, kk4 = self._reference(tuple(origins), t)
+        from .kernels import spectral_power, tile_stats, weighted_block_correlation, weighted_residual
+
+        ktiles, kpower, rel_cell = self._reference(tuple(origins), t)
         c = self.cell
         g = t // c
         peak = np.empty(n, np.float64)
@@ -422,51 +429,54 @@ class FingerprintCheck:
         mult = self.fingerprint.model == "multiplicative"
         fft_set, measured, rest = _fft_subset(n, self.fft_tiles)
         parallel = _THREADS > 1 and n >= _PARALLEL_TILES
-        chunk = max(1, min(_CHUNK, -(-n // _THREADS) if parallel else n))
+        parts = -(-n // _CHUNK) if parallel else 1
+        parts += -parts % _THREADS if parallel else 0  # as many chunks for each thread, of even size
+        chunk = -(-n // parts)
 
         def one_chunk(s: int) -> None:
             xs = x[s : s + chunk]
             sl = slice(s, s + len(xs))
-            w, om, local = residual(xs)
-            if mult:
-                sig = xs * ktiles[sl]
-                den[sl] = cells(sig * sig, c)
-                sig2 = block_sums(sig * sig)
-            else:
-                sig = ktiles[sl]
-                den[sl] = kk_cell[sl]
-                sig2 = kk4[sl]
-            # Cross-correlation in the DFT domain, on an evenly spread subset of tiles: the zero-lag
-            # value is sum(W*S); the energy of the whole correlation surface follows from Parseval
-            # (no inverse FFT). It calibrates the white-noise model for every tile (kappa below).
+            # which of these tiles get the FFT (their residual is kept)
             sub = [i for i in range(len(xs)) if s + i in fft_set]
-            # every tile of a small image is measured: slices, not copies of the chunk
-            pick: slice | list[int] = slice(None) if len(sub) == len(xs) else sub
-            prod = None
+            want = np.zeros(len(xs), bool)
+            want[sub] = True
+            st = tile_stats(xs, ktiles[sl], mult, want)
+            om, local = wiener_weight(st.energy), st.energy
+            ws4, row_mean, col_mean = weighted_block_correlation(st, om)  # correlation per 4x4 block
+            sig2 = st.ss  # block sums of the reference squared (k, or k * x when multiplicative)
+            den[sl] = cells(sig2, c // WB)
+            # Cross-correlation in the DFT domain, on an evenly spread subset of tiles: the zero-lag
+            # value is sum(W*S); the energy of the whole correlation surface follows from Parseval as
+            # sum |FFT(W)|^2 |FFT(S)|^2 (no inverse FFT, no product spectrum). It calibrates the
+            # white-noise model for every tile (kappa below).
+            power = None
             if sub:
-                sfft = np.conj(scipy.fft.rfft2(sig[pick])) if mult else kfft[sl][pick]
-                prod = scipy.fft.rfft2(w[pick])
-                prod *= sfft
+                w = weighted_residual(st, om, row_mean, col_mean, sub)  # these tiles only
+                if mult:
+                    sp = scipy.fft.rfft2(xs[sub] * ktiles[sl][sub])
+                    kpow = (sp.real**2 + sp.imag**2) * spectrum_multiplicity(t)
+                else:
+                    kpow = kpower[sl][sub]
+                power = spectral_power(scipy.fft.rfft2(w), kpow)
             # what an authentic image with this residual weighting would correlate, per cell
             pred_den[sl] = cells((om * sig2).astype(np.float32), c // WB)
-            ws4 = block_sums(w * sig)  # correlation per 4x4 block: the local map drops clipped blocks
             num[sl] = cells(ws4, c // WB)
             peak[sl] = num[sl].sum(axis=(1, 2))
             # per-pixel variance of the weighted residual per cell, from the 4x4 block statistics
             varden[sl] = cells((om * om * local).astype(np.float32), c // WB) / ((c // WB) ** 2) * den[sl]
             # the local map: the same sums over the 4x4 blocks that clipping left intact
-            intact = unclipped_blocks(xs)
+            intact = intact_blocks(st.clipped) if st.clipped.any() else None
             v = np.ones_like(om) if intact is None else intact.astype(np.float32)
             num_l[sl] = num[sl] if intact is None else cells(ws4 * v, c // WB)
             pred_l[sl] = pred_den[sl] if intact is None else cells((om * sig2 * v).astype(np.float32), c // WB)
             usable[sl] = cells(v, c // WB) >= self.min_intact * (c // WB) ** 2
             var_l[sl] = cells((om * om * local * sig2 * v).astype(np.float32), c // WB)
-            if prod is not None:
-                energy[sl][pick] = background_energy(prod, peak[sl][pick], t)
+            if power is not None:
+                energy[sl][sub] = background_energy(power, peak[sl][sub], t)
 
-        # Chunks write disjoint slices of the arrays above, and numpy/pocketfft release the GIL in
-        # their loops: two threads, like the model's own two, halve the wall time on a 2-core device
-        # once there are enough tiles (_PARALLEL_TILES) for each thread to get whole chunks.
+        # Chunks write disjoint slices of the arrays above, and the kernels, numpy and pocketfft
+        # release the GIL in their loops: two threads, like the model's own two, cut the wall time
+        # on a 2-core device once there are enough tiles (_PARALLEL_TILES) for each thread.
         starts = range(0, n, chunk)
         if parallel and len(starts) > 1:
             list(_pool().map(one_chunk, starts))
@@ -516,20 +526,20 @@ class FingerprintCheck:
         return z, zc
 
     def _reference(self, origins: tuple[tuple[int, int], ...], t: int) -> tuple[np.ndarray, ...]:
-        """Fingerprint tiles, their conjugate spectra, per-cell energy and predicted predictor for
-        these origins; cached, since one detector keeps producing one geometry."""
+        """Fingerprint tiles, their power spectra (times each column's multiplicity, see
+        :func:`.residual.spectrum_multiplicity`) and the predictor per cell for these origins;
+        cached, since one detector keeps producing one geometry."""
         key = origins + ((t, self.cell),)
         if self._cache_key != key or self._cache is None:
             fp = self.fingerprint
             k = np.stack([fp.pattern[y : y + t, x : x + t] for y, x in origins]).astype(np.float32)
-            kfft = np.conj(scipy.fft.rfft2(k)).astype(np.complex64)
-            kk = cells(k * k, self.cell)
-            kk4 = cells(k * k, WB).astype(np.float32)
+            kf = scipy.fft.rfft2(k)
+            kpower = ((kf.real**2 + kf.imag**2) * spectrum_multiplicity(t)).astype(np.float32)
             g = t // self.cell
             rel = np.empty((len(origins), g, g), np.float64)
             for i, (y, x) in enumerate(origins):
                 cy = (y + (np.arange(g) + 0.5) * self.cell) // _REL_BLOCK
                 cx = (x + (np.arange(g) + 0.5) * self.cell) // _REL_BLOCK
                 rel[i] = fp.predictor[np.ix_(cy.astype(int), cx.astype(int))]
-            self._cache_key, self._cache = key, (k, kfft, kk, rel, kk4)
+            self._cache_key, self._cache = key, (k, kpower, rel)
         return self._cache

@@ -1,11 +1,13 @@
 """Noise residual and block statistics for the device-fingerprint check (pure numpy).
 
-Split out of :mod:`edge_agent.forensics.fingerprint` so each reads in one sitting. The residual is
+Split out of :mod:`edge_agent.forensics.fingerprint` so each reads in one sitting. This module
+defines the residual, and enrolment uses it on whole frames; the check computes the same
+quantities per tile in one compiled pass (:mod:`.kernels`, tested against :func:`residual`). The residual is
 ``W = I - denoise(I)`` of sensor forensics (Lukas, Fridrich & Goljan, IEEE TIFS 1(2), 2006) with a
 4-neighbour high-pass as the denoiser, spatially adaptive Wiener attenuation over 4x4 blocks, and
 zero-meaned rows/columns (Chen, Fridrich, Goljan & Lukas, IEEE TIFS 3(1), 2008, sec. IV). The block
 helpers give the per-cell sums the correlation predictor and the local map need, which 4x4 blocks
-clipping left intact, and the correlation energy off the zero lag from a half spectrum (Parseval).
+clipping left intact, and the correlation energy off the zero lag from the spectra (Parseval).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["noise_residual", "residual", "block_sums", "unclipped_blocks", "cells", "background_energy", "WB"]
+__all__ = ["noise_residual", "residual", "wiener_weight", "intact_blocks", "block_sums", "cells", "spectrum_multiplicity", "background_energy", "WB"]
 
 WB = 4  # Wiener attenuation block (pixels): local variance over 4x4 blocks
 
@@ -81,9 +83,7 @@ def residual(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # (edges, texture), not the sensor; scaling by sigma^2 / local variance removes it and weights
     # each pixel by its inverse noise variance, the optimal weighting for heteroscedastic noise.
     local = block_sums(rp * rp) / np.float32(WB * WB)
-    # floor: flat or saturated areas of low-bit images have no residual at all (0/0)
-    typical = np.maximum(np.median(local.reshape(lead + (-1,))[..., ::3], axis=-1)[..., None, None], np.float32(1e-12))
-    wblk = (typical / np.maximum(local, typical)).astype(np.float32)
+    wblk = wiener_weight(local)
     # broadcast along whole rows (contiguous inner axis): much faster than a 5-D block view
     rp.reshape(lead + (hp // WB, WB, wp))[...] *= np.repeat(wblk, WB, axis=-1)[..., :, None, :]
     r -= r.mean(axis=-1, keepdims=True)
@@ -91,27 +91,24 @@ def residual(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return r, wblk, local
 
 
+def wiener_weight(local: np.ndarray) -> np.ndarray:
+    """Per-block Wiener weight from the residual's block variances ``local`` [..., h, w]:
+    ``typical / max(local, typical)``, ``typical`` the median over every third block of each image."""
+    lead = local.shape[:-2]
+    # floor: flat or saturated areas of low-bit images have no residual at all (0/0)
+    typical = np.maximum(np.median(local.reshape(lead + (-1,))[..., ::3], axis=-1)[..., None, None], np.float32(1e-12))
+    return (typical / np.maximum(local, typical)).astype(np.float32)
 
-def unclipped_blocks(x: np.ndarray) -> np.ndarray | None:
-    """[n, t/4, t/4]: which 4x4 blocks of the tiles are free of clipped (0 or 1) pixels, also in the
-    4 neighbouring blocks (the residual filter reaches one pixel across, the Wiener weight a whole
-    block); None when nothing is clipped. Saturated or empty pixels carry no pattern at all."""
-    if x.min() > 0.0 and x.max() < 1.0:
-        return None
-    c = x <= 0.0
-    c |= x >= 1.0
-    # "any pixel of the block" by strided ORs: several times faster than reductions over 4-long axes
-    r = c[:, 0::WB].copy()
-    for i in range(1, WB):
-        r |= c[:, i::WB]
-    b = r[..., 0::WB].copy()
-    for i in range(1, WB):
-        b |= r[..., i::WB]
-    near = b.copy()
-    near[:, 1:] |= b[:, :-1]
-    near[:, :-1] |= b[:, 1:]
-    near[:, :, 1:] |= b[:, :, :-1]
-    near[:, :, :-1] |= b[:, :, 1:]
+
+def intact_blocks(clipped: np.ndarray) -> np.ndarray:
+    """[n, h, w] blocks free of clipping themselves and in their 4 neighbours, from ``clipped``
+    [n, h, w] (the block holds a pixel <= 0 or >= 1): the residual filter reaches one pixel across,
+    the Wiener weight a whole block. Saturated or empty pixels carry no pattern at all."""
+    near = clipped.copy()
+    near[:, 1:] |= clipped[:, :-1]
+    near[:, :-1] |= clipped[:, 1:]
+    near[:, :, 1:] |= clipped[:, :, :-1]
+    near[:, :, :-1] |= clipped[:, :, 1:]
     return ~near
 
 
@@ -122,14 +119,21 @@ def cells(a: np.ndarray, c: int) -> np.ndarray:
     return rows.reshape(n, t // c, t // c, c).sum(axis=3, dtype=np.float64)
 
 
-def background_energy(spectra: np.ndarray, peak: np.ndarray, t: int) -> np.ndarray:
-    """Mean squared circular cross-correlation away from zero lag, from its half spectrum
-    (Parseval). Only the zero lag is excluded: the fingerprint is white after the residual filter,
-    so its correlation peak is one lag wide (the usual 11x11 exclusion changes PCE by < 5 %)."""
-    p2 = spectra.real**2 + spectra.imag**2
-    # the half spectrum holds each conjugate pair once: count them twice, except the self-conjugate columns
-    total = 2.0 * p2.sum(axis=(-2, -1), dtype=np.float64) - p2[..., 0].sum(axis=-1, dtype=np.float64)
+def spectrum_multiplicity(t: int) -> np.ndarray:
+    """[t/2 + 1] float32: how often each column of a real t x t image's half spectrum (``rfft2``)
+    occurs in the full spectrum: twice (a conjugate pair), once for the self-conjugate columns."""
+    m = np.full(t // 2 + 1, 2.0, np.float32)
+    m[0] = 1.0
     if t % 2 == 0:
-        total -= p2[..., -1].sum(axis=-1, dtype=np.float64)
-    total /= t * t
+        m[-1] = 1.0
+    return m
+
+
+def background_energy(power: np.ndarray, peak: np.ndarray, t: int) -> np.ndarray:
+    """Mean squared circular cross-correlation away from zero lag, from ``power``, the sum of the
+    cross-spectrum's squared magnitude over the full spectrum (Parseval: the correlation surface's
+    energy is that over t*t). Only the zero lag is excluded: the fingerprint is white after the
+    residual filter, so its correlation peak is one lag wide (the usual 11x11 exclusion changes PCE
+    by < 5 %)."""
+    total = power / (t * t)
     return np.maximum(total - peak**2, 1e-30) / (t * t - 1)
