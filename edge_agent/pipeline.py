@@ -19,7 +19,7 @@ import numpy as np
 
 from .decode import DecodedImage, DecodeLimits, decode_path
 from .detect import Detector, FrameScore, open_detector
-from .errors import UnreadableImage
+from .errors import ModelError, UnreadableImage
 from .evidence import Evidence, EvidenceSettings, FrameEvidence
 from .fusion import fuse
 from .tiling import sigmoid
@@ -33,11 +33,14 @@ __all__ = ["Pipeline", "ScoredFrame", "open_pipeline"]
 log = logging.getLogger(__name__)
 
 # Images with fewer tiles than this run the physics and fingerprint layers on a second thread while
-# the model infers (they read the model's tiles, not its output): on a 512x512 image (4 tiles) they
-# cost about as much as the model, and the model's two threads leave a core partly idle. Larger
-# images run them afterwards: there the fingerprint uses two threads itself, and overlapping it
-# with the model's two oversubscribed the 2-core device (RG1: +73 % instead of +19 %).
-CONCURRENT_BELOW_TILES = 16
+# the model infers (they read the model's tiles, not its output), and the model then runs on a
+# one-thread session, so each has a core (Detector.add_single_thread_session): on a 512x512 image
+# (4 tiles) the layers cost about as much as the model. Larger images run the model on two threads
+# and the layers afterwards, when one-thread inference costs more than the layers it hides.
+# Model + layers, ms (2-core VM, xray-npr 1.7.0, crops of RG1): 4 tiles 6.4-7.4 beside vs 10.2-11.5
+# after; 16 tiles 22.4 vs 26.5; 20 tiles 28.0 vs 29.0; 25 tiles 36.1 vs 35.8; 33 (RG3) 44.0 vs 40.7.
+CONCURRENT_BELOW_TILES = 20
+
 
 class ScoredFrame(NamedTuple):
     """One frame's verdict with what it was judged from: the model's score (CAM for heat maps), the
@@ -57,12 +60,21 @@ class Pipeline:
         self.limits = limits
         self.evidence = evidence if evidence is not None else Evidence()
         self._layers: ThreadPoolExecutor | None = None
+        # small frames: the model on one core, the layers on the other (see CONCURRENT_BELOW_TILES)
+        self._single_thread = self.evidence.judges_frames and self._open_single_thread_session()
         self.calibration = self.evidence.settings.model_calibration
         self._calibration_note = ""  # the calibration's description, composed once for every verdict
         if self.calibration is not None:  # a scale learned on other weights would mislead: refuse
             self.calibration.check_model(detector.manifest)
             self._calibration_note = self.calibration.describe()
             (log.warning if self.calibration.large else log.info)("%s", self._calibration_note)
+
+    def _open_single_thread_session(self) -> bool:
+        try:
+            return self.detector.add_single_thread_session()
+        except ModelError as exc:  # the two-thread session works: carry on with it alone
+            log.warning("small images will run the model on its two-thread session: %s", exc)
+            return False
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
         """All verdicts for one file (one per frame)."""
@@ -173,7 +185,7 @@ class Pipeline:
             if self._layers is None:
                 self._layers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forensics")
             pending = self._layers.submit(self.evidence.frame_evidence, frame, prepared.tiles, prepared.origins, decoded)
-            fs = self.detector.score(frame, prepared)
+            fs = self.detector.score(frame, prepared, single_thread=self._single_thread)
             t1 = time.perf_counter()
             evidence = pending.result()
         else:

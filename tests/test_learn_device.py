@@ -160,16 +160,18 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
                                 fingerprint=Fingerprint.from_bytes((work / "device" / "fingerprint.bin").read_bytes()))
     images = [*dx_acquisitions(work / "beside-ours", 31, 1, 7), *dx_acquisitions(work / "beside-theirs", 34, 1, 7)]
 
-    def verdicts() -> list[dict]:
-        pipe = open_pipeline(None, "onnxruntime", "fp32", 1, evidence=settings)
+    def verdicts() -> tuple[list[dict], bool]:
+        pipe = open_pipeline(None, "onnxruntime", "fp32", 2, evidence=settings)
         out = [v.to_dict() for p in images for v in pipe.process(p)]
         for v in out:
             v.pop("timings_ms")
-        return out
+        return out, pipe._single_thread
 
-    beside = verdicts()  # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES
+    # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES: the model runs on its one-thread session
+    beside, single = verdicts()
     monkeypatch.setattr(pipeline_module, "CONCURRENT_BELOW_TILES", 0)
-    after = verdicts()
+    after, _ = verdicts()
+    assert single
     assert beside == after
     assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
 
