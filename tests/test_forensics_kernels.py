@@ -69,3 +69,25 @@ def test_tiles_that_do_not_fit_the_pass_are_refused_with_their_shapes():
     x = np.zeros((1, 10, 10), np.float32)
     with pytest.raises(ValueError, match="multiple of 4"):
         tile_stats(x, x, False, np.zeros(1, bool))
+
+
+def test_kernels_still_compile_where_no_cache_directory_is_writable(monkeypatch):
+    # numba refuses cache=True when neither the package's folder nor the user's cache directory is
+    # writable (a read-only install run by a user without a home): the kernel is then compiled in memory
+    import numba
+
+    from edge_agent.forensics import kernels
+
+    real = numba.njit
+
+    def njit(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function '_power': no locator available for file")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    power = kernels._jit(kernels._power)
+    spec = np.ones((2, 3, 4), np.complex64) * (1 + 1j)
+    out = np.empty(2)
+    power(spec, np.full((2, 3, 4), 0.5, np.float32), out)
+    assert np.allclose(out, 12.0)
