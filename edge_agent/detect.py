@@ -57,27 +57,27 @@ class Prepared:
 
 
 class Detector:
-    """``reopen(threads)`` loads the same model file into the same runtime again with another
-    thread count (:func:`open_detector` provides it); see :meth:`add_single_thread_session`."""
+    """``open_narrow()`` loads the same model file into the same runtime again with one thread
+    fewer (:func:`open_detector` provides it); see :meth:`add_narrow_session`."""
 
     def __init__(self, manifest: ModelManifest, backend: Backend,
-                 reopen: Callable[[int], Backend] | None = None) -> None:
+                 open_narrow: Callable[[], Backend] | None = None) -> None:
         self.manifest = manifest
         self.backend = backend
         f = backend.model_file
         self.model_ref = ModelRef(manifest.name, manifest.version, f.sha256, backend.name, f.precision)
-        self._reopen = reopen
-        self._single: Backend | None = None
+        self._open_narrow = open_narrow
+        self._narrow: Backend | None = None
 
-    def add_single_thread_session(self) -> bool:
-        """Open the model a second time on one thread, for frames whose forensic layers run on the
-        other core meanwhile (:data:`edge_agent.pipeline.CONCURRENT_BELOW_TILES`); whether there is
-        one. On 1-16 tiles the model on one thread beside the layers finished sooner than the model on
-        two threads with the layers competing for them, e.g. a 4-tile image 6.4-7.4 vs 9.3-10.2 ms
-        and 12 tiles 17.8 vs 24.5 ms (docs/forensics.md, Speed)."""
-        if self._single is None and self._reopen is not None:
-            self._single = self._reopen(1)
-        return self._single is not None
+    def add_narrow_session(self) -> bool:
+        """Open the model a second time with one thread fewer, for frames whose forensic layers run
+        on the freed core meanwhile (:data:`edge_agent.pipeline.CONCURRENT_BELOW_TILES`); whether
+        there is one. On 1-16 tiles of a 2-core device the model on one thread beside the layers
+        finished sooner than on two threads with the layers competing for them, e.g. a 4-tile image
+        6.4-7.4 vs 9.3-10.2 ms and 12 tiles 17.8 vs 24.5 ms (docs/forensics.md, Speed)."""
+        if self._narrow is None and self._open_narrow is not None:
+            self._narrow = self._open_narrow()
+        return self._narrow is not None
 
     def prepare(self, frame: np.ndarray) -> Prepared:
         t0 = time.perf_counter()
@@ -85,13 +85,13 @@ class Detector:
         tiles, origins = grid_tiles(frame, spec.tile, spec.max_tiles, spec.flat_fraction)
         return Prepared(tiles, tuple(origins), (time.perf_counter() - t0) * 1e3)
 
-    def score(self, frame: np.ndarray, prepared: Prepared | None = None, single_thread: bool = False) -> FrameScore:
-        """``single_thread``: run on the one-thread session if :meth:`add_single_thread_session`
+    def score(self, frame: np.ndarray, prepared: Prepared | None = None, narrow: bool = False) -> FrameScore:
+        """``narrow``: run on the session with one thread fewer if :meth:`add_narrow_session`
         opened one (the same model file: the same scores)."""
         p = prepared if prepared is not None else self.prepare(frame)
         spec = self.manifest.tiling
         tiles, origins = p.tiles, p.origins
-        backend = self._single if single_thread and self._single is not None else self.backend
+        backend = self._narrow if narrow and self._narrow is not None else self.backend
         t1 = time.perf_counter()
         logits_parts, cam_parts = [], []
         for start in range(0, tiles.shape[0], _BATCH):
@@ -156,5 +156,5 @@ def open_detector(
         verify_signed_model(directory, trust_anchor)
     manifest = load_manifest(directory)
     choice = choose_backend(manifest, backend, precision)
-    reopen = (lambda n: open_backend(manifest, choice, n, cache_dir)) if threads > 1 else None
-    return Detector(manifest, open_backend(manifest, choice, threads, cache_dir), reopen)
+    narrow = (lambda: open_backend(manifest, choice, threads - 1, cache_dir)) if threads > 1 else None
+    return Detector(manifest, open_backend(manifest, choice, threads, cache_dir), narrow)

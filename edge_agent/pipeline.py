@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 
 # Images with fewer tiles than this run the physics and fingerprint layers on a second thread while
 # the model infers (they read the model's tiles, not its output), and the model then runs on a
-# one-thread session, so each has a core (Detector.add_single_thread_session): on a 512x512 image
-# (4 tiles) the layers cost about as much as the model. Larger images run the model on two threads
-# and the layers afterwards, when one-thread inference costs more than the layers it hides.
+# session with one thread fewer, so the layers have a core of their own (Detector.add_narrow_session):
+# on a 512x512 image (4 tiles) the layers cost about as much as the model. Larger images run the
+# model on all its threads and the layers afterwards, when the narrower inference costs more than
+# the layers it hides.
 # Model + layers, ms (2-core VM, xray-npr 1.7.0, crops of RG1): 4 tiles 6.4-7.4 beside vs 10.2-11.5
 # after; 16 tiles 22.4 vs 26.5; 20 tiles 28.0 vs 29.0; 25 tiles 36.1 vs 35.8; 33 (RG3) 44.0 vs 40.7.
 CONCURRENT_BELOW_TILES = 20
@@ -60,8 +61,8 @@ class Pipeline:
         self.limits = limits
         self.evidence = evidence if evidence is not None else Evidence()
         self._layers: ThreadPoolExecutor | None = None
-        # small frames: the model on one core, the layers on the other (see CONCURRENT_BELOW_TILES)
-        self._single_thread = self.evidence.judges_frames and self._open_single_thread_session()
+        # small frames: the layers on a core of their own, the model on the others (CONCURRENT_BELOW_TILES)
+        self._narrow = self.evidence.judges_frames and self._open_narrow_session()
         self.calibration = self.evidence.settings.model_calibration
         self._calibration_note = ""  # the calibration's description, composed once for every verdict
         if self.calibration is not None:  # a scale learned on other weights would mislead: refuse
@@ -69,11 +70,11 @@ class Pipeline:
             self._calibration_note = self.calibration.describe()
             (log.warning if self.calibration.large else log.info)("%s", self._calibration_note)
 
-    def _open_single_thread_session(self) -> bool:
+    def _open_narrow_session(self) -> bool:
         try:
-            return self.detector.add_single_thread_session()
-        except ModelError as exc:  # the two-thread session works: carry on with it alone
-            log.warning("small images will run the model on its two-thread session: %s", exc)
+            return self.detector.add_narrow_session()
+        except ModelError as exc:  # the full session works: carry on with it alone
+            log.warning("small images will run the model on all its threads beside the layers: %s", exc)
             return False
 
     def process(self, path: str | Path, display: str | None = None) -> list[Verdict]:
@@ -185,7 +186,7 @@ class Pipeline:
             if self._layers is None:
                 self._layers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forensics")
             pending = self._layers.submit(self.evidence.frame_evidence, frame, prepared.tiles, prepared.origins, decoded)
-            fs = self.detector.score(frame, prepared, single_thread=self._single_thread)
+            fs = self.detector.score(frame, prepared, narrow=self._narrow)
             t1 = time.perf_counter()
             evidence = pending.result()
         else:

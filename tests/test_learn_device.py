@@ -165,13 +165,13 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
         out = [v.to_dict() for p in images for v in pipe.process(p)]
         for v in out:
             v.pop("timings_ms")
-        return out, pipe._single_thread
+        return out, pipe._narrow
 
     # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES: the model runs on its one-thread session
-    beside, single = verdicts()
+    beside, narrow = verdicts()
     monkeypatch.setattr(pipeline_module, "CONCURRENT_BELOW_TILES", 0)
     after, _ = verdicts()
-    assert single
+    assert narrow
     assert beside == after
     assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
 

@@ -1,8 +1,8 @@
 """Noise residual and block statistics for the device-fingerprint check (pure numpy).
 
 Split out of :mod:`edge_agent.forensics.fingerprint` so each reads in one sitting. This module
-defines the residual, and enrolment uses it on whole frames; the check computes the same
-quantities per tile in one compiled pass (:mod:`.kernels`, tested against :func:`residual`). The residual is
+defines the residual, and enrolment uses it on whole frames; the check computes the same quantities
+per tile in one compiled pass (:mod:`.kernels`, tested against :func:`residual`). The residual is
 ``W = I - denoise(I)`` of sensor forensics (Lukas, Fridrich & Goljan, IEEE TIFS 1(2), 2006) with a
 4-neighbour high-pass as the denoiser, spatially adaptive Wiener attenuation over 4x4 blocks, and
 zero-meaned rows/columns (Chen, Fridrich, Goljan & Lukas, IEEE TIFS 3(1), 2008, sec. IV). The block
