@@ -91,3 +91,16 @@ def test_kernels_still_compile_where_no_cache_directory_is_writable(monkeypatch)
     out = np.empty(2)
     power(spec, np.full((2, 3, 4), 0.5, np.float32), out)
     assert np.allclose(out, 12.0)
+
+
+def test_a_fingerprint_check_without_numba_says_what_to_install(monkeypatch):
+    import sys
+
+    from edge_agent.errors import ForensicsError
+    from edge_agent.forensics import FingerprintCheck, enroll
+
+    fp = enroll([np.random.default_rng(0).random((64, 64), dtype=np.float32)])
+    monkeypatch.delitem(sys.modules, "edge_agent.forensics.kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "numba", None)  # as if numba were not installed
+    with pytest.raises(ForensicsError, match="needs numba"):
+        FingerprintCheck(fp, tile=64, cell=32)

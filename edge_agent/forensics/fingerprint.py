@@ -359,9 +359,17 @@ class FingerprintCheck:
         self._cache: tuple[np.ndarray, ...] | None = None
         # Compile the kernels now, not on the first image (about a second; cached on disk). Imported
         # here: numba costs ~0.15 s and ~60 MB to import, which only a device with a fingerprint pays.
-        from .kernels import warm_up
+        try:
+            from .kernels import warm_up
 
-        warm_up()
+            warm_up()
+        except ImportError as exc:
+            raise ForensicsError(f"the fingerprint check needs numba ({exc}): pip install numba, or leave "
+                                 "forensics.fingerprint out of the config") from None
+        except Exception as exc:  # numba/LLVM refusing this CPU or platform: say so at start-up, not per image
+            raise ForensicsError(f"the fingerprint check's kernels did not compile on this machine "
+                                 f"({type(exc).__name__}: {exc}); leave forensics.fingerprint out of the config "
+                                 "until numba supports it") from None
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
               origins: Sequence[tuple[int, int]] | None = None) -> LayerFinding:
