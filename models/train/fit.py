@@ -96,6 +96,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     dc = cfg.detector
     steps = steps or dc["steps"]
     seed = int(dc.get("seed", cfg.seed))  # detector.seed: a second training run on the same data
+    dense_weight = float(dc.get("dense_weight", 0.3))  # detector.dense_weight: the CAM cells' loss (below)
     bank = load_tilebank(work, "train")
     keep = np.ones(len(bank["label"]), bool) if exclude_family is None else bank["family"] != exclude_family
     if exclude_sources:
@@ -153,7 +154,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
         target = (torch.from_numpy(np.ascontiguousarray(cells)) > 0.5).float()
         dense = torch.from_numpy((bank["label"][pick] == 0) | (bank["family"][pick] == "tamper"))
         if dense.any():
-            loss = loss + 0.3 * F.binary_cross_entropy_with_logits(cam[dense], target[dense])
+            loss = loss + dense_weight * F.binary_cross_entropy_with_logits(cam[dense], target[dense])
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
         run_loss = 0.98 * run_loss + 0.02 * loss.item() if step > start else loss.item()
         if (step + 1) % 50 == 0:
