@@ -167,7 +167,7 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
             v.pop("timings_ms")
         return out, pipe._narrow
 
-    # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES: the model runs on its one-thread session
+    # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES: the model runs on its narrow session (one thread here)
     beside, narrow = verdicts()
     monkeypatch.setattr(pipeline_module, "CONCURRENT_BELOW_TILES", 0)
     after, _ = verdicts()

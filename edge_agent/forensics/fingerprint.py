@@ -188,6 +188,14 @@ def _fft_subset(n: int, fft_tiles: int) -> tuple[frozenset[int], np.ndarray, np.
     return frozenset(measured.tolist()), measured, rest
 
 
+def _reference_power(s: np.ndarray) -> np.ndarray:
+    """[n, t, t/2 + 1] float32: ``|FFT(s)|^2`` of reference tiles [n, t, t] on the half spectrum,
+    times each column's multiplicity in the full one (:func:`.residual.spectrum_multiplicity`), as
+    :func:`.kernels.spectral_power` takes it."""
+    f = scipy.fft.rfft2(s)
+    return ((f.real**2 + f.imag**2) * spectrum_multiplicity(s.shape[-1])).astype(np.float32)
+
+
 def _rel_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return (math.ceil(shape[0] / _REL_BLOCK), math.ceil(shape[1] / _REL_BLOCK))
 
@@ -460,11 +468,7 @@ class FingerprintCheck:
             power = None
             if sub:
                 w = weighted_residual(st, om, row_mean, col_mean, sub)  # these tiles only
-                if mult:
-                    sp = scipy.fft.rfft2(xs[sub] * ktiles[sl][sub])
-                    kpow = (sp.real**2 + sp.imag**2) * spectrum_multiplicity(t)
-                else:
-                    kpow = kpower[sl][sub]
+                kpow = _reference_power(xs[sub] * ktiles[sl][sub]) if mult else kpower[sl][sub]
                 power = spectral_power(scipy.fft.rfft2(w), kpow)
             # what an authentic image with this residual weighting would correlate, per cell
             pred_den[sl] = cells((om * sig2).astype(np.float32), c // WB)
@@ -534,15 +538,14 @@ class FingerprintCheck:
         return z, zc
 
     def _reference(self, origins: tuple[tuple[int, int], ...], t: int) -> tuple[np.ndarray, ...]:
-        """Fingerprint tiles, their power spectra (times each column's multiplicity, see
-        :func:`.residual.spectrum_multiplicity`) and the predictor per cell for these origins;
+        """Fingerprint tiles, their power spectra (:func:`_reference_power`) and the predictor per
+        cell for these origins;
         cached, since one detector keeps producing one geometry."""
         key = origins + ((t, self.cell),)
         if self._cache_key != key or self._cache is None:
             fp = self.fingerprint
             k = np.stack([fp.pattern[y : y + t, x : x + t] for y, x in origins]).astype(np.float32)
-            kf = scipy.fft.rfft2(k)
-            kpower = ((kf.real**2 + kf.imag**2) * spectrum_multiplicity(t)).astype(np.float32)
+            kpower = _reference_power(k)
             g = t // self.cell
             rel = np.empty((len(origins), g, g), np.float64)
             for i, (y, x) in enumerate(origins):
