@@ -26,7 +26,8 @@ from .processing import grain_fake, processing_fake
 from .splits import read_index
 from .tamper import tamper
 
-__all__ = ["FAMILIES", "run_generators", "run_fakes", "read_images", "IMAGE_FIELDS"]
+__all__ = ["FAMILIES", "run_generators", "run_fakes", "read_images", "IMAGE_FIELDS", "split_reals", "plan_derived",
+           "plan_rng", "job_rng", "augmented_tamper"]
 
 FAMILIES = ("gan", "vae", "tamper", "processing", "grain")
 IMAGE_FIELDS = ["id", "path", "split", "label", "family", "kind", "source", "source_path", "mask", "container"]
@@ -38,6 +39,31 @@ _SOURCE_WEIGHT = {"hannover-png": 0.3, "hannover-jpg": 0.25, "kermany": 0.3, "ot
 def _rng(cfg: Config, *key: object) -> np.random.Generator:
     h = hashlib.sha256(":".join(map(str, (cfg.seed,) + key)).encode()).hexdigest()
     return np.random.default_rng(int(h[:16], 16))
+
+
+def job_rng(cfg: Config, job_id: str) -> np.random.Generator:
+    """The random stream one image job draws from (deterministic in its id)."""
+    return _rng(cfg, job_id)
+
+
+def augmented_tamper(job: dict[str, Any], cfg: Config, rng: np.random.Generator, allow_jpeg: bool,
+                     twin: bool = False) -> tuple[np.ndarray, np.ndarray, str, list[str], np.ndarray | None]:
+    """The tamper branch of an image job: the edit, then the shared augmentation without its resize
+    (the mask keeps its geometry). Returns (image, mask, kind, augmentation ops, twin): with
+    ``twin``, also the untouched source image under the same augmentation draws, the reference
+    ``models.train.tamper_evidence`` measures the edit against."""
+    img = load_grey(job["src"]["path"])
+    donor = load_grey(job["donor"]["path"])
+    out, mask, kind = tamper(img, donor, rng)
+    aug = {**cfg.augment, "p_resize": 0.0}
+    state = rng.bit_generator.state
+    out, ops = augment_shared(out, aug, rng, allow_jpeg)
+    clean = None
+    if twin:
+        same = np.random.Generator(type(rng.bit_generator)())
+        same.bit_generator.state = state
+        clean, _ = augment_shared(img, aug, same, allow_jpeg)
+    return out, mask, kind, ops, clean
 
 
 def _gen_training_images(rows: list[dict[str, str]], size: int) -> np.ndarray:
@@ -109,19 +135,17 @@ def _job(args: tuple[dict[str, Any], Config, str]) -> dict[str, str]:
     else:
         spec = container_of(src["path"])
         allow_jpeg = spec.kind != "dicom"
-        img = load_grey(src["path"])
-        if job["family"] == "tamper":
-            donor = load_grey(job["donor"]["path"])
-            img, mask, kind = tamper(img, donor, rng)
-        elif job["family"] == "processing":
-            img, kind = processing_fake(img, rng)
-        elif job["family"] == "grain":
-            img, kind = grain_fake(img, rng)
+        if job["family"] == "tamper":  # augmented inside, without the resize: the mask keeps its geometry
+            img, mask, kind, ops, _ = augmented_tamper(job, cfg, rng, allow_jpeg)
         else:
-            kind = "variant"
-    if mask is not None:  # the shared resize must move the mask too: keep geometry fixed here
-        img, ops = augment_shared(img, {**cfg.augment, "p_resize": 0.0}, rng, allow_jpeg)
-    else:
+            img = load_grey(src["path"])
+            if job["family"] == "processing":
+                img, kind = processing_fake(img, rng)
+            elif job["family"] == "grain":
+                img, kind = grain_fake(img, rng)
+            else:
+                kind = "variant"
+    if mask is None:
         img, ops = augment_shared(img, cfg.augment, rng, allow_jpeg)
     data, suffix = encode_like(img, spec, jpeg_q)
     path = out_dir / f"{job['id']}{suffix}"
@@ -148,6 +172,31 @@ def _pick_sources(reals: list[dict[str, str]], n: int, rng: np.random.Generator)
     return [by_src[names[i]][int(rng.integers(len(by_src[names[i]])))] for i in picks]
 
 
+def split_reals(rows: list[dict[str, str]], split: str) -> list[dict[str, str]]:
+    """The real images of one split of the index, the bases of that split's derived fakes."""
+    return [r for r in rows if r["split"] == split and r["label"] == "real"]
+
+
+def plan_derived(reals: list[dict[str, str]], split: str, cfg: Config, rng: np.random.Generator,
+                 families: tuple[str, ...] = FAMILIES) -> list[dict[str, Any]]:
+    """The jobs of the families derived from real images (tamper, processing, grain) of one split:
+    a source and a donor per image, drawn from the split's plan stream ``rng`` (tamper first)."""
+    n = cfg.fakes["per_family"][split]
+    jobs: list[dict[str, Any]] = []
+    for fam in ("tamper", "processing", "grain"):
+        if fam not in families:
+            continue
+        for i, (src, donor) in enumerate(zip(_pick_sources(reals, n, rng), _pick_sources(reals, n, rng))):
+            jobs.append({"id": f"{split}-{fam}-{i:05d}", "split": split, "family": fam, "kind": fam,
+                         "src": src, "donor": donor})
+    return jobs
+
+
+def plan_rng(cfg: Config, split: str) -> np.random.Generator:
+    """The plan stream of one split (which sources the fakes of that split derive from)."""
+    return _rng(cfg, "plan", split)
+
+
 def run_fakes(work: Path, cfg: Config, log: Callable[[str], None], families: tuple[str, ...] = FAMILIES,
               workers: int = 2) -> None:
     """Write every image of every split and the table ``images.csv``."""
@@ -161,17 +210,11 @@ def run_fakes(work: Path, cfg: Config, log: Callable[[str], None], families: tup
                          "source": r["source"], "source_path": r["path"], "mask": "",
                          "container": "dicom" if r["path"].endswith(".dcm") else Path(r["path"]).suffix[1:].lower()})
     for split in ("train", "val", "test"):
-        reals = [r for r in rows if r["split"] == split and r["label"] == "real"]
-        rng = _rng(cfg, "plan", split)
+        reals = split_reals(rows, split)
+        rng = plan_rng(cfg, split)
         for i, r in enumerate(reals):
             jobs.append({"id": f"{split}-real-{i:05d}", "split": split, "family": "real", "kind": "variant", "src": r})
-        n = cfg.fakes["per_family"][split]
-        for fam in ("tamper", "processing", "grain"):
-            if fam not in families:
-                continue
-            for i, (src, donor) in enumerate(zip(_pick_sources(reals, n, rng), _pick_sources(reals, n, rng))):
-                jobs.append({"id": f"{split}-{fam}-{i:05d}", "split": split, "family": fam, "kind": fam,
-                             "src": src, "donor": donor})
+        jobs += plan_derived(reals, split, cfg, rng, families)
         ng = cfg.generators["samples_per_split"][split]
         for fam in ("gan", "vae"):
             ck = work / "generators" / f"{fam}.pt"

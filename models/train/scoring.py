@@ -71,15 +71,18 @@ def aggregate(logits: np.ndarray, method: str, topk: int) -> float:
     return aggregate_logits(logits, method, topk)
 
 
-def cam_peak_hit(cams: np.ndarray, origins: list[tuple[int, int]], tile: int, mask_path: str,
+def cam_peak_hit(cams: np.ndarray, origins: list[tuple[int, int]], tile: int, mask_path: str | np.ndarray,
                  tolerance_px: int) -> bool:
     """Pointing game (Zhang et al., ECCV 2016): is the image-wide CAM maximum inside the mask?
 
     The peak is the centre of the highest CAM cell over all tiles whose centre lies on the image;
-    the mask is dilated by ``tolerance_px``.
+    the mask (a PNG's path, or the mask itself, non-zero inside) is dilated by ``tolerance_px``.
     """
     from scipy import ndimage
-    raw = np.asarray(Image.open(mask_path), dtype=np.float32) / 255.0 > 0.5
+    if isinstance(mask_path, np.ndarray):
+        raw = mask_path > 0
+    else:
+        raw = np.asarray(Image.open(mask_path), dtype=np.float32) / 255.0 > 0.5
     if tolerance_px > 0:
         raw = ndimage.binary_dilation(raw, iterations=tolerance_px)
     h_img, w_img = raw.shape
