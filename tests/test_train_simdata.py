@@ -52,3 +52,33 @@ def test_a_simulated_acquisition_passes_the_metadata_rules_like_a_real_exposure(
         bare, _, _ = encode_simulated(img, facts["bits"], np.random.default_rng(seed))
         assert pydicom.dcmread(io.BytesIO(bare)).PixelData == ds.PixelData
     assert judged >= 20
+
+
+def test_a_training_set_can_ask_for_more_8_bit_exports_and_lower_jpeg_quality() -> None:
+    from PIL import Image
+
+    img, facts = simulated_radiograph(np.random.default_rng(5))
+    kinds = []
+    for seed in range(24):
+        data, _, container = encode_simulated(img, facts["bits"], np.random.default_rng(seed), facts,
+                                              export_fraction=1.0, export_jpeg_quality=(50, 50))
+        kinds.append(container)
+        if container == "jpeg":  # quality 50 of the IJG scale: the standard luminance table, unscaled
+            assert Image.open(io.BytesIO(data)).quantization[0][0] == 16
+    assert "dicom" not in kinds and {"png", "jpeg"} <= set(kinds)
+    # the defaults keep the shipped recipe's share (15 %) and draws: same containers and pixels
+    # (DICOM files differ only by their fresh UIDs and dates)
+    for seed in range(12):
+        a = encode_simulated(img, facts["bits"], np.random.default_rng(seed), facts)
+        b = encode_simulated(img, facts["bits"], np.random.default_rng(seed), facts, 0.15, (85, 97))
+        assert a[1:] == b[1:]
+        np.testing.assert_array_equal(decode_bytes(a[0]).frames[0], decode_bytes(b[0]).frames[0])
+
+
+def test_a_wrong_export_setting_is_refused_with_the_key_named(tmp_path: Path) -> None:
+    from models.train.simdata import build_simulated
+
+    with pytest.raises(ValueError, match="export_fraction"):
+        build_simulated(tmp_path, 1, {"train": 1, "export_fraction": 1.5})
+    with pytest.raises(ValueError, match="export_jpeg_quality"):
+        build_simulated(tmp_path, 1, {"train": 1, "export_jpeg_quality": [90, 50]})
