@@ -71,3 +71,18 @@ def test_a_candidate_checkpoint_gets_its_validation_figures_and_pointing_game(tm
     assert re.search(r"AUC \d\.\d{4}; TPR@1% \d+\.\d %; real FPR \d+\.\d %", figures)
     assert re.search(r"gan \d\.\d{3} / \d+ %; tamper \d\.\d{3} / \d+ %", figures)
     assert re.search(r"pointing [012]/2$", figures)  # the two validation tamper images, the test image left out
+
+
+def test_a_shipped_model_stands_beside_checkpoints_and_jpeg_shows_what_compression_does(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    work = _work(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "models.train.checkpoint_val", "--work", str(work), "--jpeg", "60",
+                          "--jpeg", "95", str(tiny_model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.strip()
+    assert line.startswith(f"{tiny_model_dir.name}: AUC ")
+    q60 = re.search(r"JPEG q60: real flagged (\d+\.\d) %, TPR (\d+\.\d) %, AUC (\d\.\d{4})", line)
+    q95 = re.search(r"JPEG q95: real flagged (\d+\.\d) %, TPR (\d+\.\d) %, AUC (\d\.\d{4})", line)
+    assert q60 and q95
+    # the tiny |Laplacian| model reads JPEG's block edges as texture: harder compression, more flagged reals
+    assert float(q60.group(1)) >= float(q95.group(1))

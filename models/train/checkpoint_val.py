@@ -1,6 +1,7 @@
 """Detector checkpoints on the validation split, without exporting or shipping them.
 
     python -m models.train.checkpoint_val --work runs/w3 runs/w3/detector-1.7.0-last.pt runs/w3/detector-1.8.0-last.pt
+    python -m models.train.checkpoint_val --work runs/w3 --jpeg 75 models/xray-npr-1.7.0 runs/w9/detector-1.9.0-last.pt
 
 For a candidate recipe, before spending the export / evaluate / LOFO stages on it: each checkpoint
 (PyTorch, FP32) scores every ``val`` image of the work folder through the evaluation's chain
@@ -9,20 +10,38 @@ For a candidate recipe, before spending the export / evaluate / LOFO stages on i
 images (just above their 99th percentile, as the manifest's thresholds are), AUC / TPR per family,
 and the pointing game on the validation tamper images (``scoring.cam_peak_hit``, strict). The
 validation split only: a candidate is chosen there, the test split stays for the shipped report.
+
+A shipped model directory (``models/<name>-<version>``, its manifest's FP32 ONNX file) can stand
+beside the checkpoints. ``--jpeg Q`` (repeatable) also scores every validation image re-encoded as
+an 8-bit JPEG of quality Q, both classes alike, and prints the share of validation reals flagged at
+the CLEAN images' 1 % threshold, the TPR there, and the AUC: what compression does to a model whose
+threshold was set on uncompressed images.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
+from .augment import jpeg_roundtrip
 from .evaluate import _auc
 from .fakes import read_images
 from .fit import load_detector
 from .imaging import load_grey
-from .scoring import aggregate, cam_peak_hit, image_tiles, tile_scores, torch_runner
+from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, ort_runner, tile_scores, torch_runner
+
+
+def _runner(path: Path) -> tuple[Runner, tuple[int, int]]:
+    """A PyTorch checkpoint (256 px tiles, at most 64, as trained), or a shipped model directory (its
+    manifest's FP32 ONNX file and tiling); returns the runner and its (tile, max_tiles)."""
+    if path.is_dir():
+        man = json.loads((path / "manifest.json").read_text())
+        onnx = next(f["path"] for f in man["files"] if f["format"] == "onnx" and f["precision"] == "fp32")
+        return ort_runner(path / onnx), (int(man["tiling"]["tile"]), int(man["tiling"]["max_tiles"]))
+    return torch_runner(load_detector(path)), (256, 64)
 
 
 def main() -> None:
@@ -30,19 +49,29 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--aggregate", default="mean", help="image aggregate of the tile logits (default: mean)")
     ap.add_argument("--topk", type=int, default=1)
-    ap.add_argument("checkpoints", type=Path, nargs="+")
+    ap.add_argument("--jpeg", type=int, action="append", default=[], metavar="Q",
+                    help="also score the images re-encoded as JPEG of this quality (repeatable)")
+    ap.add_argument("checkpoints", type=Path, nargs="+", help="detector checkpoints (.pt) or shipped model directories")
     args = ap.parse_args()
-    runs = {ck: torch_runner(load_detector(ck)) for ck in args.checkpoints}
+    runs = {ck: _runner(ck) for ck in args.checkpoints}
     rows = [r for r in read_images(args.work) if r["split"] == "val"]
     scores = {ck: np.empty(len(rows)) for ck in runs}
+    squeezed = {(ck, q): np.empty(len(rows)) for ck in runs for q in args.jpeg}
     hits = {ck: 0 for ck in runs}
     for i, r in enumerate(rows):
-        tiles, origins = image_tiles(load_grey(r["path"]), 256, 64)
-        for ck, run in runs.items():
+        img = load_grey(r["path"])
+        grids = {t: image_tiles(img, *t) for t in {t for _, t in runs.values()}}
+        for ck, (run, tiling) in runs.items():
+            tiles, origins = grids[tiling]
             logits, cam = tile_scores(np.asarray(tiles, np.float32), run)
             scores[ck][i] = aggregate(logits, args.aggregate, args.topk)
             if r["family"] == "tamper" and r["mask"]:
-                hits[ck] += cam_peak_hit(cam, origins, 256, r["mask"], 0)
+                hits[ck] += cam_peak_hit(cam, origins, tiling[0], r["mask"], 0)
+        for q in args.jpeg:
+            squeezed_img = jpeg_roundtrip(img, q)
+            for ck, (run, tiling) in runs.items():
+                jt = np.asarray(image_tiles(squeezed_img, *tiling)[0], np.float32)
+                squeezed[ck, q][i] = aggregate(tile_scores(jt, run)[0], args.aggregate, args.topk)
     y = np.array([int(r["label"]) for r in rows])
     fam = np.array([r["family"] for r in rows])
     n_tamper = int(sum(1 for r in rows if r["family"] == "tamper" and r["mask"]))
@@ -54,6 +83,10 @@ def main() -> None:
             m = (y == 0) | (fam == f)
             parts.append(f"{f} {_auc(y[m], s[m]):.3f} / {100 * np.mean(s[fam == f] > thr):.0f} %")
         parts.append(f"pointing {hits[ck]}/{n_tamper}")
+        for q in args.jpeg:
+            j = squeezed[ck, q]
+            parts.append(f"JPEG q{q}: real flagged {100 * np.mean(j[y == 0] > thr):.1f} %, "
+                         f"TPR {100 * np.mean(j[y == 1] > thr):.1f} %, AUC {_auc(y, j):.4f}")
         print(f"{ck.name}: " + "; ".join(parts))
 
 
