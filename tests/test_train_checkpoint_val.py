@@ -86,3 +86,13 @@ def test_a_shipped_model_stands_beside_checkpoints_and_jpeg_shows_what_compressi
     assert q60 and q95
     # the tiny |Laplacian| model reads JPEG's block edges as texture: harder compression, more flagged reals
     assert float(q60.group(1)) >= float(q95.group(1))
+
+
+def test_the_test_split_is_reported_at_the_validation_thresholds_only_when_asked(tmp_path: Path, tiny_model_dir: Path) -> None:
+    work = _work(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "models.train.checkpoint_val", "--work", str(work), "--split", "test",
+                          "--jpeg", "75", str(tiny_model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    line = run.stdout.strip()
+    # the one test image is a tampered one: no test reals, so no AUC; its pointing game counts alone
+    assert re.search(r"pointing [01]/1; JPEG q75", line), line

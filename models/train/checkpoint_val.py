@@ -16,6 +16,9 @@ beside the checkpoints. ``--jpeg Q`` (repeatable) also scores every validation i
 an 8-bit JPEG of quality Q, both classes alike, and prints the share of validation reals flagged at
 the CLEAN images' 1 % threshold, the TPR there, and the AUC: what compression does to a model whose
 threshold was set on uncompressed images.
+
+``--split test`` prints the same figures on the test split, still at the thresholds of the
+validation reals: for a candidate's record once it has been chosen, never for choosing it.
 """
 
 from __future__ import annotations
@@ -51,10 +54,12 @@ def main() -> None:
     ap.add_argument("--topk", type=int, default=1)
     ap.add_argument("--jpeg", type=int, action="append", default=[], metavar="Q",
                     help="also score the images re-encoded as JPEG of this quality (repeatable)")
+    ap.add_argument("--split", default="val", choices=("val", "test"),
+                    help="split the figures are printed for (thresholds always from the validation reals)")
     ap.add_argument("checkpoints", type=Path, nargs="+", help="detector checkpoints (.pt) or shipped model directories")
     args = ap.parse_args()
     runs = {ck: _runner(ck) for ck in args.checkpoints}
-    rows = [r for r in read_images(args.work) if r["split"] == "val"]
+    rows = [r for r in read_images(args.work) if r["split"] in ("val", args.split)]
     scores = {ck: np.empty(len(rows)) for ck in runs}
     squeezed = {(ck, q): np.empty(len(rows)) for ck in runs for q in args.jpeg}
     hits = {ck: 0 for ck in runs}
@@ -65,18 +70,21 @@ def main() -> None:
             tiles, origins = grids[tiling]
             logits, cam = tile_scores(np.asarray(tiles, np.float32), run)
             scores[ck][i] = aggregate(logits, args.aggregate, args.topk)
-            if r["family"] == "tamper" and r["mask"]:
+            if r["family"] == "tamper" and r["mask"] and r["split"] == args.split:
                 hits[ck] += cam_peak_hit(cam, origins, tiling[0], r["mask"], 0)
-        for q in args.jpeg:
+        for q in args.jpeg if r["split"] == args.split else ():
             squeezed_img = jpeg_roundtrip(img, q)
             for ck, (run, tiling) in runs.items():
                 jt = np.asarray(image_tiles(squeezed_img, *tiling)[0], np.float32)
                 squeezed[ck, q][i] = aggregate(tile_scores(jt, run)[0], args.aggregate, args.topk)
-    y = np.array([int(r["label"]) for r in rows])
-    fam = np.array([r["family"] for r in rows])
-    n_tamper = int(sum(1 for r in rows if r["family"] == "tamper" and r["mask"]))
+    y_all = np.array([int(r["label"]) for r in rows])
+    split = np.array([r["split"] for r in rows])
+    rep = split == args.split
+    y, fam = y_all[rep], np.array([r["family"] for r in rows])[rep]
+    n_tamper = int(sum(1 for r in rows if r["family"] == "tamper" and r["mask"] and r["split"] == args.split))
     for ck, s in scores.items():
-        thr = np.nextafter(np.quantile(s[y == 0], 0.99), np.inf)
+        thr = np.nextafter(np.quantile(s[(split == "val") & (y_all == 0)], 0.99), np.inf)
+        s = s[rep]
         parts = [f"AUC {_auc(y, s):.4f}", f"TPR@1% {100 * np.mean(s[y == 1] > thr):.1f} %",
                  f"real FPR {100 * np.mean(s[y == 0] > thr):.1f} %"]
         for f in sorted(set(fam[y == 1])):
@@ -84,7 +92,7 @@ def main() -> None:
             parts.append(f"{f} {_auc(y[m], s[m]):.3f} / {100 * np.mean(s[fam == f] > thr):.0f} %")
         parts.append(f"pointing {hits[ck]}/{n_tamper}")
         for q in args.jpeg:
-            j = squeezed[ck, q]
+            j = squeezed[ck, q][rep]
             parts.append(f"JPEG q{q}: real flagged {100 * np.mean(j[y == 0] > thr):.1f} %, "
                          f"TPR {100 * np.mean(j[y == 1] > thr):.1f} %, AUC {_auc(y, j):.4f}")
         print(f"{ck.name}: " + "; ".join(parts))
