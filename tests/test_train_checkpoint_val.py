@@ -96,3 +96,17 @@ def test_the_test_split_is_reported_at_the_validation_thresholds_only_when_asked
     line = run.stdout.strip()
     # the one test image is a tampered one: no test reals, so no AUC; its pointing game counts alone
     assert re.search(r"pointing [01]/1; JPEG q75", line), line
+
+
+def test_a_shipped_model_is_judged_with_its_own_aggregate_unless_told_otherwise(tmp_path: Path, tiny_model_dir: Path) -> None:
+    work = _work(tmp_path)
+
+    def figures(*extra: str) -> str:
+        run = subprocess.run([sys.executable, "-m", "models.train.checkpoint_val", "--work", str(work), *extra,
+                              str(tiny_model_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    own = figures()  # the tiny model ships with the `max` aggregate
+    assert own == figures("--aggregate", "max")
+    assert own != figures("--aggregate", "mean")

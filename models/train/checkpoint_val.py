@@ -6,7 +6,7 @@
 For a candidate recipe, before spending the export / evaluate / LOFO stages on it: each checkpoint
 (PyTorch, FP32) scores every ``val`` image of the work folder through the evaluation's chain
 (decode -> native-grid tiles -> tile logits -> image aggregate, ``--aggregate``, default the shipped
-``mean``). Printed per checkpoint: ROC-AUC, TPR at the 1 % threshold set on the validation REAL
+``mean``, or a shipped model's own). Printed per checkpoint: ROC-AUC, TPR at the 1 % threshold set on the validation REAL
 images (just above their 99th percentile, as the manifest's thresholds are), AUC / TPR per family,
 and the pointing game on the validation tamper images (``scoring.cam_peak_hit``, strict). The
 validation split only: a candidate is chosen there, the test split stays for the shipped report.
@@ -37,46 +37,50 @@ from .imaging import load_grey
 from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, ort_runner, tile_scores, torch_runner
 
 
-def _runner(path: Path) -> tuple[Runner, tuple[int, int]]:
-    """A PyTorch checkpoint (256 px tiles, at most 64, as trained), or a shipped model directory (its
-    manifest's FP32 ONNX file and tiling); returns the runner and its (tile, max_tiles)."""
+def _runner(path: Path, aggregate: str | None, topk: int | None) -> tuple[Runner, tuple[int, int], tuple[str, int]]:
+    """A PyTorch checkpoint (256 px tiles, at most 64, as trained; aggregate ``mean`` unless given),
+    or a shipped model directory (its manifest's FP32 ONNX file, tiling and aggregate unless given);
+    returns the runner, its (tile, max_tiles) and its (aggregate, topk)."""
     if path.is_dir():
         man = json.loads((path / "manifest.json").read_text())
         onnx = next(f["path"] for f in man["files"] if f["format"] == "onnx" and f["precision"] == "fp32")
-        return ort_runner(path / onnx), (int(man["tiling"]["tile"]), int(man["tiling"]["max_tiles"]))
-    return torch_runner(load_detector(path)), (256, 64)
+        t = man["tiling"]
+        return (ort_runner(path / onnx), (int(t["tile"]), int(t["max_tiles"])),
+                (aggregate or str(t["aggregate"]), topk or int(t.get("topk", 1))))
+    return torch_runner(load_detector(path)), (256, 64), (aggregate or "mean", topk or 1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--aggregate", default="mean", help="image aggregate of the tile logits (default: mean)")
-    ap.add_argument("--topk", type=int, default=1)
+    ap.add_argument("--aggregate", help="image aggregate of the tile logits (default: a shipped model's own, "
+                    "else mean)")
+    ap.add_argument("--topk", type=int, help="k of a top-k aggregate (default: a shipped model's own, else 1)")
     ap.add_argument("--jpeg", type=int, action="append", default=[], metavar="Q",
                     help="also score the images re-encoded as JPEG of this quality (repeatable)")
     ap.add_argument("--split", default="val", choices=("val", "test"),
                     help="split the figures are printed for (thresholds always from the validation reals)")
     ap.add_argument("checkpoints", type=Path, nargs="+", help="detector checkpoints (.pt) or shipped model directories")
     args = ap.parse_args()
-    runs = {ck: _runner(ck) for ck in args.checkpoints}
+    runs = {ck: _runner(ck, args.aggregate, args.topk) for ck in args.checkpoints}
     rows = [r for r in read_images(args.work) if r["split"] in ("val", args.split)]
     scores = {ck: np.empty(len(rows)) for ck in runs}
     squeezed = {(ck, q): np.empty(len(rows)) for ck in runs for q in args.jpeg}
     hits = {ck: 0 for ck in runs}
     for i, r in enumerate(rows):
         img = load_grey(r["path"])
-        grids = {t: image_tiles(img, *t) for t in {t for _, t in runs.values()}}
-        for ck, (run, tiling) in runs.items():
+        grids = {t: image_tiles(img, *t) for t in {t for _, t, _ in runs.values()}}
+        for ck, (run, tiling, agg) in runs.items():
             tiles, origins = grids[tiling]
             logits, cam = tile_scores(np.asarray(tiles, np.float32), run)
-            scores[ck][i] = aggregate(logits, args.aggregate, args.topk)
+            scores[ck][i] = aggregate(logits, *agg)
             if r["family"] == "tamper" and r["mask"] and r["split"] == args.split:
                 hits[ck] += cam_peak_hit(cam, origins, tiling[0], r["mask"], 0)
         for q in args.jpeg if r["split"] == args.split else ():
             squeezed_img = jpeg_roundtrip(img, q)
-            for ck, (run, tiling) in runs.items():
+            for ck, (run, tiling, agg) in runs.items():
                 jt = np.asarray(image_tiles(squeezed_img, *tiling)[0], np.float32)
-                squeezed[ck, q][i] = aggregate(tile_scores(jt, run)[0], args.aggregate, args.topk)
+                squeezed[ck, q][i] = aggregate(tile_scores(jt, run)[0], *agg)
     y_all = np.array([int(r["label"]) for r in rows])
     split = np.array([r["split"] for r in rows])
     rep = split == args.split
