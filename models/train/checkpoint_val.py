@@ -24,7 +24,6 @@ validation reals: for a candidate's record once it has been chosen, never for ch
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from .evaluate import _auc
 from .fakes import read_images
 from .fit import load_detector
 from .imaging import load_grey
-from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, ort_runner, tile_scores, torch_runner
+from .scoring import Runner, aggregate, cam_peak_hit, image_tiles, shipped_runner, tile_scores, torch_runner
 
 
 def _runner(path: Path, aggregate: str | None, topk: int | None) -> tuple[Runner, tuple[int, int], tuple[str, int]]:
@@ -42,10 +41,9 @@ def _runner(path: Path, aggregate: str | None, topk: int | None) -> tuple[Runner
     or a shipped model directory (its manifest's FP32 ONNX file, tiling and aggregate unless given);
     returns the runner, its (tile, max_tiles) and its (aggregate, topk)."""
     if path.is_dir():
-        man = json.loads((path / "manifest.json").read_text())
-        onnx = next(f["path"] for f in man["files"] if f["format"] == "onnx" and f["precision"] == "fp32")
+        run, man = shipped_runner(path)
         t = man["tiling"]
-        return (ort_runner(path / onnx), (int(t["tile"]), int(t["max_tiles"])),
+        return (run, (int(t["tile"]), int(t["max_tiles"])),
                 (aggregate or str(t["aggregate"]), topk or int(t.get("topk", 1))))
     return torch_runner(load_detector(path)), (256, 64), (aggregate or "mean", topk or 1)
 

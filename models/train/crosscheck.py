@@ -24,13 +24,12 @@ import numpy as np
 from .evaluate import _family_table, _real_source_table
 from .fakes import read_images
 from .imaging import load_grey
-from .scoring import aggregate, image_tiles, ort_runner, tile_scores
+from .scoring import aggregate, image_tiles, shipped_runner, tile_scores
 
 
 def _open(model: Path) -> tuple[str, Any, dict[str, Any]]:
-    man = json.loads((model / "manifest.json").read_text())
-    onnx = next(f["path"] for f in man["files"] if f["format"] == "onnx" and f["precision"] == "fp32")
-    return f"{man['name']} {man['version']}", ort_runner(model / onnx, threads=2), man
+    run, man = shipped_runner(model)
+    return f"{man['name']} {man['version']}", run, man
 
 
 def crosscheck(works: list[Path], models: list[Path], split: str) -> dict[str, Any]:

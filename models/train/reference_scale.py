@@ -23,7 +23,7 @@ from edge_agent.site_calibration import QUANTILES
 from .evaluate import thresholds_from_reals
 from .fakes import read_images
 from .imaging import load_grey
-from .scoring import aggregate, image_tiles, ort_runner, tile_scores
+from .scoring import aggregate, image_tiles, shipped_runner, tile_scores
 
 
 def main() -> None:
@@ -34,9 +34,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args()
     path = args.model / "manifest.json"
-    man = json.loads(path.read_text())
-    onnx = next(f["path"] for f in man["files"] if f["format"] == "onnx" and f["precision"] == "fp32")
-    run = ort_runner(args.model / onnx, threads=2)
+    run, man = shipped_runner(args.model)
     t = man["tiling"]
     reals = [r for r in read_images(args.work) if r["split"] == "val" and r["label"] == "0"]
     def logit(path: str, half: bool) -> float:

@@ -6,8 +6,9 @@ same code path.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from PIL import Image
 from edge_agent.tiling import aggregate_logits, grid_tiles
 
 
-__all__ = ["Runner", "torch_runner", "ort_runner", "ov_runner", "tile_scores", "aggregate", "cam_peak_hit"]
+__all__ = ["Runner", "torch_runner", "ort_runner", "shipped_runner", "ov_runner", "tile_scores", "aggregate", "cam_peak_hit"]
 
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -44,6 +45,14 @@ def ort_runner(path: Path, threads: int = 2) -> Runner:
         lo, cam = sess.run(["logits", "cam"], {"tiles": np.ascontiguousarray(t, np.float32)})
         return lo, cam
     return run
+
+
+def shipped_runner(model_dir: Path, threads: int = 2) -> tuple[Runner, dict[str, Any]]:
+    """A shipped model directory (``models/<name>-<version>``): its manifest's FP32 ONNX file as a
+    runner, and the manifest itself (tiling, aggregate, thresholds)."""
+    man = json.loads((Path(model_dir) / "manifest.json").read_text())
+    onnx = next(f["path"] for f in man["files"] if f["format"] == "onnx" and f["precision"] == "fp32")
+    return ort_runner(Path(model_dir) / onnx, threads), man
 
 
 def ov_runner(xml: Path, threads: int = 2) -> Runner:

@@ -133,19 +133,15 @@ def model_view(model_dir: Path) -> Callable[[np.ndarray, np.ndarray], dict[str, 
     of an image: ``{"logit": image logit, "pointing": 1.0 if its CAM peak is inside the mask}``
     (the command also scores the twin: "above its twin" is the share of edits that raise the logit).
     Imports the training-side scoring (PyTorch) only when asked."""
-    from edge_agent.manifest import load_manifest
-
-    from .scoring import aggregate, cam_peak_hit, image_tiles, ort_runner, tile_scores
-    man = load_manifest(model_dir)
-    onnx = next(f for f in man.files if f.format == "onnx" and f.precision == "fp32")
-    runner = ort_runner(Path(model_dir) / onnx.path)
-    t = man.tiling
+    from .scoring import aggregate, cam_peak_hit, image_tiles, shipped_runner, tile_scores
+    runner, man = shipped_runner(model_dir)
+    t = man["tiling"]
 
     def view(img: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-        tiles, origins = image_tiles(img, t.tile, t.max_tiles)
+        tiles, origins = image_tiles(img, t["tile"], t["max_tiles"])
         logits, cams = tile_scores(np.asarray(tiles, np.float32), runner)
-        return {"logit": aggregate(logits, t.aggregate, t.topk),
-                "pointing": float(cam_peak_hit(cams, origins, t.tile, mask, 0))}
+        return {"logit": aggregate(logits, t["aggregate"], int(t.get("topk", 1))),
+                "pointing": float(cam_peak_hit(cams, origins, t["tile"], mask, 0))}
     return view
 
 
