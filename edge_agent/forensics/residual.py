@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["noise_residual", "residual", "wiener_weight", "intact_blocks", "block_sums", "cells", "spectrum_multiplicity", "background_energy", "WB"]
+__all__ = ["noise_residual", "laplacian", "residual", "wiener_weight", "intact_blocks", "block_sums", "cells", "spectrum_multiplicity", "background_energy", "WB"]
 
 WB = 4  # Wiener attenuation block (pixels): local variance over 4x4 blocks
 
@@ -32,6 +32,14 @@ def noise_residual(x: np.ndarray, with_weight: bool = False) -> Any:
     artefacts are not unique to a sensor)."""
     r, wblk, _ = residual(x)
     return (r, wblk) if with_weight else r
+
+
+def laplacian(x: np.ndarray) -> np.ndarray:
+    """``x`` minus the mean of its 4 neighbours (edges replicated), float32, for one image or a stack
+    ``[..., H, W]``: the residual before any weighting (:func:`residual` weights and zero-means it)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    h, w = x.shape[-2:]
+    return _laplacian_flat(x.reshape(x.shape[:-2] + (h * w,)), None, w).reshape(x.shape)
 
 
 def _laplacian_flat(f: np.ndarray, out: np.ndarray | None, w: int) -> np.ndarray:
@@ -77,7 +85,7 @@ def residual(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if (hp, wp) == (h, w):
         _laplacian_flat(x.reshape(lead + (h * w,)), rp.reshape(lead + (h * w,)), w)
     else:
-        r[...] = _laplacian_flat(np.ascontiguousarray(x).reshape(lead + (h * w,)), None, w).reshape(x.shape)
+        r[...] = laplacian(x)
     # Spatially adaptive Wiener attenuation (Lukas et al. 2006 sec. III, in the pixel domain): where
     # the local residual variance exceeds the tile's typical noise variance, the excess is anatomy
     # (edges, texture), not the sensor; scaling by sigma^2 / local variance removes it and weights

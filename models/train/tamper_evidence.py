@@ -37,6 +37,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from scipy import fft as sfft
 
+from edge_agent.forensics.residual import laplacian
+
 from .config import load_config
 from .fakes import augmented_tamper, job_rng, plan_derived, plan_rng, split_reals
 from .imaging import container_of, encode_like, load_grey_bytes
@@ -51,15 +53,15 @@ MIN_SHIFT = 8    # copies closer than this (pixels, both axes) are the residual'
 
 
 def residual(x: np.ndarray) -> np.ndarray:
-    """``x`` minus the mean of its 4 neighbours (edges replicated), float64."""
-    p = np.pad(np.asarray(x, np.float64), 1, mode="edge")
-    return p[1:-1, 1:-1] - 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:])
+    """``x`` minus the mean of its 4 neighbours, edges replicated (the fingerprint check's high-pass,
+    :func:`edge_agent.forensics.residual.laplacian`, before its weighting), in float64."""
+    return laplacian(x).astype(np.float64)
 
 
-def hf_ratio(tampered: np.ndarray, twin: np.ndarray, mask: np.ndarray) -> float:
-    """High-pass energy of the edit inside the mask over the twin's own high-pass energy there."""
+def hf_ratio(rt: np.ndarray, rc: np.ndarray, mask: np.ndarray) -> float:
+    """High-pass energy of the edit inside the mask over the twin's own high-pass energy there, from
+    the residuals of the tampered image ``rt`` and of its twin ``rc``."""
     m = mask.astype(bool)
-    rt, rc = residual(tampered), residual(twin)
     return float(((rt - rc)[m] ** 2).mean() / max(float((rc[m] ** 2).mean()), 1e-20))
 
 
@@ -110,7 +112,7 @@ def dup_corr(r: np.ndarray, mask: np.ndarray) -> float:
 def edit_evidence(tampered: np.ndarray, twin: np.ndarray, mask: np.ndarray, seed: int = 0) -> dict[str, float]:
     """The three tests on the tampered image and, as their false-alarm reference, on its twin."""
     rt, rc = residual(tampered), residual(twin)
-    return {"hf": hf_ratio(tampered, twin, mask),
+    return {"hf": hf_ratio(rt, rc, mask),
             "level_p": level_p(rt, mask, np.random.default_rng(seed)),
             "level_p_twin": level_p(rc, mask, np.random.default_rng(seed)),
             "dup": dup_corr(rt, mask), "dup_twin": dup_corr(rc, mask)}
