@@ -539,8 +539,7 @@ class FingerprintCheck:
 
     def _reference(self, origins: tuple[tuple[int, int], ...], t: int) -> tuple[np.ndarray, ...]:
         """Fingerprint tiles, their power spectra (:func:`_reference_power`) and the predictor per
-        cell for these origins;
-        cached, since one detector keeps producing one geometry."""
+        cell for these origins; cached, since one detector keeps producing one geometry."""
         key = origins + ((t, self.cell),)
         if self._cache_key != key or self._cache is None:
             fp = self.fingerprint
