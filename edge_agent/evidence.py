@@ -58,6 +58,10 @@ class EvidenceSettings:
     # ``forensics.model_calibration``: the model's scale on this device's authentic images
     # (edge_agent/site_calibration.py, written by ``edge-agent learn``)
     model_calibration: SiteCalibration | None = None
+    # ``forensics.copy_search``: look for regions whose noise repeats elsewhere in the image
+    # (copy-move, pasted noise; edge_agent/forensics/copysearch.py). Off by default: it costs
+    # seconds per radiograph, several times the model (docs/forensics.md, "Copy search").
+    copy_search: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class Evidence:
 
     def __init__(self, settings: EvidenceSettings = EvidenceSettings(), refine: bool = False) -> None:
         self.settings = settings
-        self._noise = self._fingerprint = None
+        self._noise = self._fingerprint = self._copy = None
         self.refiner: ProfileRefiner | None = None
         if settings.noise_profile is not None:
             from .forensics import NoiseCheck
@@ -97,6 +101,10 @@ class Evidence:
             from .forensics import FingerprintCheck
 
             self._fingerprint = FingerprintCheck(settings.fingerprint)
+        if settings.copy_search:
+            from .forensics.copysearch import CopySearch
+
+            self._copy = CopySearch()
 
     def for_file(self, decoded: DecodedImage) -> tuple[list[LayerFinding], ProvenanceResult | None]:
         """Metadata findings and the capture-signature result; DICOM only."""
@@ -117,15 +125,16 @@ class Evidence:
 
     @property
     def judges_frames(self) -> bool:
-        """Whether :meth:`frame_evidence` has any layer to run (a noise profile or a fingerprint)."""
-        return self._noise is not None or self._fingerprint is not None
+        """Whether :meth:`frame_evidence` has any layer to run (a noise profile, a fingerprint, the
+        copy search)."""
+        return self._noise is not None or self._fingerprint is not None or self._copy is not None
 
     def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
         return self.frame_evidence(frame, fs.tiles, fs.origins, decoded).findings
 
     def frame_evidence(self, frame: np.ndarray, tiles: np.ndarray, origins_: Sequence[tuple[int, int]],
                        decoded: DecodedImage) -> FrameEvidence:
-        """Physics and fingerprint findings from the model's own tiles (they need no model output,
+        """Physics, fingerprint and copy-search findings from the model's own tiles (they need no model output,
         so the pipeline may run them while the model infers), with the physics layer's measurement
         for :meth:`learn`."""
         origins = list(origins_)
@@ -140,6 +149,8 @@ class Evidence:
             out.append(_guarded("physics", physics))
         if fingerprint is not None:
             out.append(_guarded("fingerprint", lambda: fingerprint.check(frame, tiles, origins)))
+        if (copy := self._copy) is not None:
+            out.append(_guarded("copy", lambda: copy.check(frame, tiles, origins)))
         return FrameEvidence(out, measured[0])
 
     def learn(self, frame: FrameEvidence, verdict: str) -> bool:
@@ -172,7 +183,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
     """The agent config's ``forensics:`` section (validated; paths relative to the config)."""
     allowed = {"metadata", "signatures", "identity", "capture_trust", "noise_profile", "fingerprint",
                "fingerprint_sha256", "enrolment_trust", "fusion", "refine_profile", "device_identity",
-               "model_calibration"}
+               "model_calibration", "copy_search"}
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"forensics: unknown key(s) {sorted(unknown)}; known keys: {sorted(allowed)}")
@@ -204,8 +215,8 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         raise ConfigError("forensics.refine_profile: the learned files are signed (enrolment_trust), so what the "
                           "agent learns on top must be signed too: set forensics.device_identity to this device's "
                           "enrolment folder (the one edge-agent enroll and mqtt.identity use)")
-    for key in ("metadata", "signatures"):
-        if not isinstance(section.get(key, True), bool):
+    for key in ("metadata", "signatures", "copy_search"):
+        if not isinstance(section.get(key, key != "copy_search"), bool):
             raise ConfigError(f"forensics.{key}: expected true or false, found {section[key]!r}")
     try:
         identity = None
@@ -293,6 +304,7 @@ def load_evidence_settings(section: dict[str, Any], base_dir: Path) -> EvidenceS
         device_identity=device_identity,
         enrolment_anchors=enrolment_anchors,
         model_calibration=calibration,
+        copy_search=section.get("copy_search", False),
     )
 
 

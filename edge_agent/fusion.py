@@ -50,6 +50,7 @@ class FusionModel:
     physics: float = 6.0
     fingerprint: float = 6.0
     metadata: float = 6.0
+    copy: float = 6.0  # the copy search (off by default): not in the fitted weights, which predate it
     fitted_on: str = "default weights (not fitted): each layer at full strength adds 6 logits"
     suspicious: float | None = None  # fused-score thresholds; None: the model's
     synthetic: float | None = None
@@ -58,10 +59,11 @@ class FusionModel:
     physics_judged: float = 0.0
     fingerprint_judged: float = 0.0
     metadata_judged: float = 0.0
+    copy_judged: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("bias", "model", "physics", "fingerprint", "metadata",
-                     "physics_judged", "fingerprint_judged", "metadata_judged"):
+        for name in ("bias", "model", "physics", "fingerprint", "metadata", "copy",
+                     "physics_judged", "fingerprint_judged", "metadata_judged", "copy_judged"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"fusion weight {name} must be a finite number, got {value!r}")

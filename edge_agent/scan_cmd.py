@@ -40,6 +40,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--config", type=Path, metavar="AGENT_YAML",
                    help="take the model and the forensics settings (noise profile, fingerprint, device "
                         "identity, capture-signature trust, fusion) from the agent's config")
+    p.add_argument("--copy-search", action="store_true",
+                   help="also search each image for regions whose noise repeats elsewhere in it (copy-move, "
+                        "pasted noise); seconds per radiograph (forensics.copy_search in the config)")
     p.set_defaults(func=run_scan)
 
 
@@ -78,6 +81,12 @@ def run_scan(args: argparse.Namespace) -> int:
         evidence = cfg.forensics
         model, backend, precision = cfg.model.chosen(model, backend, precision)
         anchor = cfg.model.trust_anchor
+    if getattr(args, "copy_search", False):
+        from dataclasses import replace
+
+        from .evidence import EvidenceSettings
+
+        evidence = replace(evidence or EvidenceSettings(), copy_search=True)
     pipeline = open_pipeline(model, backend, precision, args.threads, trust_anchor=anchor, evidence=evidence)
     items = list(walk(args.paths))
     out: TextIO = sys.stdout

@@ -11,7 +11,7 @@ from ..verdict import Reason
 
 __all__ = ["LayerFinding", "LAYERS", "logistic"]
 
-LAYERS = ("physics", "fingerprint", "metadata")
+LAYERS = ("physics", "fingerprint", "metadata", "copy")
 
 
 @dataclass(frozen=True)

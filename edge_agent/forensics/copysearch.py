@@ -1,0 +1,221 @@
+"""Copy search: a region whose noise residual repeats at another place of the same image.
+
+Copy-move forgery, and the "noise touch-up" that pastes real noise from elsewhere onto an edit so
+that its noise level looks right, both leave one mark that no tile-by-tile detector can see: the
+pasted region's noise residual is a copy of another region's (docs/tamper-evidence.md: 46 % of the
+tamper family carries it, and the tile network scores those at chance). Sensor noise never repeats
+by itself, so a repeat is evidence of copying, whatever the content.
+
+Method (block-wise cross-correlation of the whitened residual, in the spirit of exhaustive
+block matching for copy-move, Fridrich, Soukal & Lukas, DFRWS 2003, and of the peak-to-correlation
+energy decision of sensor forensics, Goljan, Fridrich & Filler 2009):
+
+1. residual = 4-neighbour high-pass (:func:`.residual.laplacian`), divided by its local RMS (clipped
+   and constant areas set to 0: they carry no noise), then
+   its spectrum flattened and periodic lines (anti-scatter grid, JPEG 8x8 blocks, row/column
+   patterns: spectral bins over 6x their neighbourhood) removed, so only aperiodic noise is left;
+2. the image is cut into about 8 x 8 blocks; each block's residual is correlated with the whole
+   image's residual at every shift (one FFT pair per block, circular);
+3. per block, the best shift outside the block's own neighbourhood, as a normalised correlation
+   and as a ratio to the RMS of all its shifts' correlations (the block's "PCE"); a line of high
+   correlation along one axis (structure constant along that axis: collimator edges, row and
+   column noise) is subtracted first, since a copy shows as a single point;
+4. the image statistic is the largest ratio; shifts that win in many blocks at once are periodic
+   structure left by step 1, not a copy, and are dropped;
+5. the map: the local correlation of the residual with itself at the winning shift marks both the
+   copy and its source (which is which cannot be told from the pixels).
+
+Cost: one FFT pair per block, about 64 blocks: seconds per radiograph on a 2-core CPU, far more
+than the other layers (benchmarks/bench_copysearch.py). The layer is therefore off by default
+(``forensics.copy_search``) and meant for images without an enrolled fingerprint, or as an
+on-demand check of an image already flagged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage
+
+from ..verdict import Reason
+from .finding import LayerFinding, logistic
+from .residual import laplacian
+
+__all__ = ["BlockPeak", "CopySearch", "whitened_residual", "block_size", "block_peaks", "strongest", "copy_map"]
+
+MIN_SIDE = 128        # smaller images have too little residual to tell a copy from chance
+FLAT = 0.05          # local residual RMS under this share of the image's median: clipped/constant
+MIN_SHIFT = 16        # shifts closer than this (both axes) are the residual's own neighbourhood
+NOTCH = 6.0           # spectral bins above NOTCH x their neighbourhood's mean power are periodic lines
+PERIODIC_SHARE = 0.25 # a shift that wins in more than this share of blocks (and > 4) is periodic structure
+LINE_STEP = 4         # pixels either side of a shift where a line of correlation is read (_isolated)
+CENTRE = 12.0         # default decision point on the PCE ratio (fit: benchmarks/eval_copysearch.py)
+STEEPNESS = 1.0
+
+
+@dataclass(frozen=True)
+class BlockPeak:
+    """The best repeat of one block: block origin and side, shift ``(dy, dx)`` (circular, so
+    ``-d`` is ``shape - d``), normalised correlation and its ratio to the RMS over all shifts."""
+
+    y: int
+    x: int
+    size: int
+    dy: int
+    dx: int
+    corr: float
+    pce: float
+
+
+def whitened_residual(frame: np.ndarray) -> np.ndarray:
+    """Step 1: the residual with a flat spectrum, no periodic lines, unit RMS, and 0 where the image
+    is clipped or constant (float32)."""
+    r = laplacian(frame)
+    rms = np.sqrt(np.maximum(ndimage.uniform_filter(r * r, 9), 0.0))
+    # clipped or constant areas (collimator shadow, saturation, padding) carry no noise: left out,
+    # with a margin, so the spectral flattening's ringing along their edges is not taken for noise
+    live = ndimage.binary_erosion(rms > FLAT * np.median(rms), iterations=4)
+    r = np.where(live, r / np.maximum(rms, 1e-12), 0.0).astype(np.float32)
+    r[live] -= r[live].mean() if live.any() else 0.0
+    spec = sfft.rfft2(r, workers=-1)
+    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    local = ndimage.uniform_filter(power, 15, mode="wrap")
+    gain = 1.0 / np.sqrt(local + 1e-12)
+    gain[power > NOTCH * local] = 0.0
+    out = np.where(live, sfft.irfft2(spec * gain, s=r.shape, workers=-1), 0.0).astype(np.float32)
+    scale = float(np.sqrt(np.mean(out[live] ** 2))) if live.any() else 0.0
+    return out / scale if scale > 0 else out  # unit RMS over the live area
+
+
+def block_size(shape: tuple[int, int]) -> int:
+    """About 8 blocks along the longer side, a multiple of 32, at least 64 pixels."""
+    return max(64, 32 * int(np.ceil(max(shape) / 8 / 32)))
+
+
+def _origins(n: int, b: int) -> list[int]:
+    """Block starts covering ``[0, n)``; the last block is aligned to the edge."""
+    starts = list(range(0, max(n - b, 0) + 1, b))
+    if starts[-1] + b < n:
+        starts.append(n - b)
+    return starts
+
+
+def block_peaks(r: np.ndarray, size: int) -> list[BlockPeak]:
+    """Steps 2-3 on a whitened residual: each block's best repeat elsewhere in the image."""
+    h, w = r.shape
+    spec = sfft.rfft2(r, workers=-1)
+    # energy of the residual under a block placed at every top-left corner (circular), from an
+    # integral image of the residual's square padded by one block
+    sq = np.pad((r * r).astype(np.float64), ((0, size), (0, size)), mode="wrap")
+    s = np.zeros((sq.shape[0] + 1, sq.shape[1] + 1))
+    s[1:, 1:] = sq.cumsum(0).cumsum(1)
+    box = s[size:size + h, size:size + w] - s[:h, size:size + w] - s[size:size + h, :w] + s[:h, :w]
+    k = MIN_SHIFT
+    near = np.zeros((h, w), dtype=bool)
+    for sy in (slice(0, k), slice(h - k + 1, h)):
+        for sx in (slice(0, k), slice(w - k + 1, w)):
+            near[sy, sx] = True
+    peaks = []
+    for y in _origins(h, size):
+        for x in _origins(w, size):
+            blk = np.zeros_like(r)
+            blk[y:y + size, x:x + size] = r[y:y + size, x:x + size]
+            energy = float((blk * blk).sum())
+            if energy < 0.25 * size * size:  # mostly clipped or constant: nothing to match
+                continue
+            c = sfft.irfft2(np.conj(sfft.rfft2(blk, workers=-1)) * spec, s=(h, w), workers=-1)
+            target = np.roll(box, (-y, -x), axis=(0, 1))   # energy under the block moved by d
+            ok = (target > 0.25 * energy) & ~near
+            if not ok.any():
+                continue
+            c = np.where(ok, c / np.sqrt(energy * np.maximum(target, 1e-12)), 0.0)
+            c = _isolated(c)
+            i = int(np.argmax(c))
+            dy, dx = divmod(i, w)
+            rms = float(np.sqrt(np.mean(c[ok] ** 2)))
+            peaks.append(BlockPeak(y, x, size, dy, dx, float(c.flat[i]), float(c.flat[i]) / (rms + 1e-12)))
+    return peaks
+
+
+def _isolated(c: np.ndarray, step: int = LINE_STEP) -> np.ndarray:
+    """The correlation minus what a line through each shift holds: structure constant along one
+    axis (collimator edges, row and column noise, padding) correlates with every shift along that
+    axis, so its correlation forms a line of high values, where a copy is a single point. At each
+    shift, the smaller of the values ``step`` pixels either side along y, and the same along x, are
+    the line's level there; the larger of the two is subtracted."""
+    along_y = np.minimum(np.roll(c, step, axis=0), np.roll(c, -step, axis=0))
+    along_x = np.minimum(np.roll(c, step, axis=1), np.roll(c, -step, axis=1))
+    return c - np.maximum(np.maximum(along_y, along_x), 0.0)
+
+
+def strongest(peaks: Sequence[BlockPeak]) -> BlockPeak | None:
+    """Step 4: the block with the largest ratio, shifts that win in many blocks dropped."""
+    wins = Counter((p.dy, p.dx) for p in peaks)
+    limit = max(4, int(PERIODIC_SHARE * len(peaks)))
+    kept = [p for p in peaks if wins[(p.dy, p.dx)] <= limit]
+    return max(kept, key=lambda p: p.pce) if kept else None
+
+
+def copy_map(r: np.ndarray, dy: int, dx: int, window: int = 15) -> np.ndarray:
+    """Step 5: local normalised correlation of the residual with itself at shift ``(dy, dx)``,
+    marked at both ends of the copy, in [0, 1]."""
+    moved = np.roll(r, (-dy, -dx), axis=(0, 1))                    # moved(x) = r(x + d)
+    num = ndimage.uniform_filter(r * moved, window)
+    den = np.sqrt(ndimage.uniform_filter(r * r, window) * ndimage.uniform_filter(moved * moved, window)) + 1e-12
+    local = np.clip(num / den, 0.0, 1.0)
+    return np.maximum(local, np.roll(local, (dy, dx), axis=(0, 1))).astype(np.float32)
+
+
+class CopySearch:
+    """The layer: ``check(frame, tiles, origins)`` -> :class:`LayerFinding` named ``copy``."""
+
+    def __init__(self, centre: float = CENTRE, steepness: float = STEEPNESS, cell: int = 8) -> None:
+        if not (centre > 0 and steepness > 0 and cell > 0):
+            raise ValueError("copy search: centre, steepness and cell must be positive")
+        self.centre, self.steepness, self.cell = float(centre), float(steepness), int(cell)
+
+    def measure(self, frame: np.ndarray) -> tuple[BlockPeak | None, np.ndarray | None]:
+        """The strongest repeat and the whitened residual (``None, None`` for too small a frame)."""
+        if min(frame.shape) < MIN_SIDE:
+            return None, None
+        r = whitened_residual(np.asarray(frame, dtype=np.float32))
+        return strongest(block_peaks(r, block_size(r.shape))), r
+
+    def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
+              origins: Sequence[tuple[int, int]] | None = None) -> LayerFinding:
+        peak, r = self.measure(frame)
+        if r is None:
+            return LayerFinding("copy", None, (Reason(
+                "copy.not_judged", f"image {frame.shape[1]}x{frame.shape[0]} is under {MIN_SIDE} px on a side: "
+                                   "too little noise to search for copied regions"),))
+        if peak is None:
+            return LayerFinding("copy", 0.0, ())
+        score = logistic(peak.pce, self.centre, self.steepness)
+        if peak.pce < self.centre:
+            return LayerFinding("copy", score, ())
+        h, w = r.shape
+        sy, sx = (peak.y + peak.dy) % h, (peak.x + peak.dx) % w
+        dy = peak.dy - h if peak.dy > h // 2 else peak.dy
+        dx = peak.dx - w if peak.dx > w // 2 else peak.dx
+        reason = Reason("copy.duplicated_region", (
+            f"the noise of the {peak.size}x{peak.size} px region at x={peak.x}, y={peak.y} repeats at "
+            f"x={sx}, y={sy} (shift {dx:+d}, {dy:+d} px; correlation {peak.corr:.2f}, {peak.pce:.0f} times "
+            "this image's background): a copied region or pasted noise (copy-move or touch-up)"))
+        heat = None
+        if tiles is not None and origins is not None:
+            heat = self._tile_heat(copy_map(r, peak.dy, peak.dx), tiles.shape[-1], origins)
+        return LayerFinding("copy", score, (reason,), heat)
+
+    def _tile_heat(self, full: np.ndarray, tile: int, origins: Sequence[tuple[int, int]]) -> np.ndarray:
+        """The full-frame map as per-tile maps of ``cell`` px cells (max in each cell)."""
+        n = max(tile // self.cell, 1)
+        out = np.zeros((len(origins), n, n), dtype=np.float32)
+        pad = np.pad(full, ((0, tile), (0, tile)))
+        for i, (y, x) in enumerate(origins):
+            t = pad[y:y + n * self.cell, x:x + n * self.cell]
+            out[i] = t.reshape(n, self.cell, n, self.cell).max(axis=(1, 3))
+        return out
