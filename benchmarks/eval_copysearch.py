@@ -2,7 +2,7 @@
 alarms on real radiographs, detections and pointing on the tamper family, per recipe.
 
     python -m benchmarks.eval_copysearch --index runs/w3/images.csv --split val    # choose the centre
-    python -m benchmarks.eval_copysearch --index runs/w3/images.csv --split test --centre C
+    python -m benchmarks.eval_copysearch --index runs/w3/images.csv --split test --centre C --model models/xray-npr-1.7.0
 
 Images are read by the agent's own decoder (first frame). Reals: every ``label 0`` image of the
 split (the ``test`` split adds the pydicom-data DICOMs of ``dicom-heldout``); fakes: the tamper
@@ -12,6 +12,10 @@ and 0.1 % false positives on the reals (the value to ship as ``CENTRE`` is the 0
 inside the tamper mask (the map marks the copy and its source alike, so a copy found by its
 source counts as a miss); "marked": the map exceeds 0.5 somewhere inside the mask. Seconds per
 image are medians. Results also go to ``--out`` as JSON (one row per image).
+
+With ``--model``, every image also goes through the agent's pipeline twice, as ``edge-agent scan``
+judges it with and without ``--copy-search`` (default fusion weights, or ``--fusion FILE``): the
+table then adds what a user sees, the share flagged (suspicious or synthetic) by each.
 """
 
 from __future__ import annotations
@@ -46,12 +50,28 @@ def recipe(kind: str) -> str:
     return "+".join(p for p in parts if p in ("copy_move", "splice", "inpaint_remove", "nodule_add", "touchup"))
 
 
+def verdicts(rows: list[dict[str, str]], model: Path, fusion: Path | None) -> dict[str, tuple[bool, bool]]:
+    """Per image id: (flagged without the copy search, flagged with it), by the agent's pipeline."""
+    from edge_agent.evidence import EvidenceSettings
+    from edge_agent.fusion import FusionModel
+    from edge_agent.pipeline import open_pipeline
+
+    weights = FusionModel.from_json(fusion.read_text()) if fusion else FusionModel()
+    plain = open_pipeline(model, "onnxruntime", "fp32", 2, evidence=EvidenceSettings(fusion=weights))
+    searching = open_pipeline(model, "onnxruntime", "fp32", 2, evidence=EvidenceSettings(fusion=weights, copy_search=True))
+    out = {}
+    for row in rows:
+        a, b = plain.process(row["path"])[0], searching.process(row["path"])[0]
+        out[row["id"]] = (a.flagged, b.flagged)
+    return out
+
+
 def measure(row: dict[str, str], search: CopySearch) -> dict:
     frame = decode_path(row["path"]).frames[0]
     t0 = time.perf_counter()
     peak, r = search.measure(frame)
     out = {"id": row["id"], "family": row["family"], "kind": row["kind"], "source": row["source"],
-           "shape": list(frame.shape), "pce": None if peak is None else peak.pce,
+           "shape": list(frame.shape), "pce": None if peak is None else peak.lead,
            "corr": None if peak is None else peak.corr, "seconds": time.perf_counter() - t0}
     if row["family"] == "tamper" and peak is not None and r is not None and row.get("mask"):
         from PIL import Image
@@ -86,13 +106,22 @@ def report(results: list[dict], centre: float | None) -> list[str]:
     for r in results:
         if r["family"] == "tamper":
             by[recipe(r["kind"])].append(r)
-    lines.append("| recipe | n | flagged | pointing | marked |")
-    lines.append("|---|---|---|---|---|")
+    judged = any("flagged_plain" in r for r in results)
+    if judged:
+        real_rows = [r for r in results if r["family"] == "real"]
+        lines.append(f"agent verdicts, reals flagged: model alone {sum(r['flagged_plain'] for r in real_rows)}, "
+                     f"with the copy search {sum(r['flagged_search'] for r in real_rows)} / {len(real_rows)}")
+    extra = " agent flags: model alone | with copy search |" if judged else ""
+    lines.append("| recipe | n | flagged | pointing | marked |" + extra)
+    lines.append("|---|---|---|---|---|" + ("---|---|" if judged else ""))
     for name in sorted(by) + ["all"]:
         rs = [r for k in by for r in by[k]] if name == "all" else by[name]
         hit = [r for r in rs if r["pce"] is not None and r["pce"] > centre]
-        lines.append(f"| {name} | {len(rs)} | {len(hit)} ({100 * len(hit) / len(rs):.0f} %) | "
-                     f"{sum(r.get('pointing', False) for r in hit)} | {sum(r.get('marked', False) for r in hit)} |")
+        row = (f"| {name} | {len(rs)} | {len(hit)} ({100 * len(hit) / len(rs):.0f} %) | "
+               f"{sum(r.get('pointing', False) for r in hit)} | {sum(r.get('marked', False) for r in hit)} |")
+        if judged:
+            row += f" {sum(r['flagged_plain'] for r in rs)} | {sum(r['flagged_search'] for r in rs)} |"
+        lines.append(row)
     return lines
 
 
@@ -103,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--centre", type=float, help="decision point on the statistic")
     ap.add_argument("--limit", type=int, help="at most this many images (seeded subset), for a quick look")
     ap.add_argument("--out", type=Path, help="JSON rows per image")
+    ap.add_argument("--model", type=Path, help="also judge each image with the agent's pipeline, with and without the search")
+    ap.add_argument("--fusion", type=Path, help="fusion weights JSON for --model (default: the documented defaults)")
     args = ap.parse_args(argv)
     rows = rows_of(args.index, args.split)
     if args.limit:
@@ -114,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(measure(row, search))
         if (i + 1) % 50 == 0:
             print(f"{i + 1} / {len(rows)}", file=sys.stderr, flush=True)
+    if args.model:
+        flags = verdicts(rows, args.model, args.fusion)
+        for r in results:
+            r["flagged_plain"], r["flagged_search"] = flags[r["id"]]
     if args.out:
         args.out.write_text(json.dumps(results))
     print("\n".join(report(results, args.centre)))

@@ -67,7 +67,7 @@ def test_a_region_whose_noise_was_copied_from_elsewhere_is_found_at_the_right_sh
     peak, r = judged[kind]
     clean, _ = judged["clean"]
     assert peak is not None and clean is not None
-    assert peak.pce > CopySearch().centre > clean.pce, (peak, clean)
+    assert peak.lead > CopySearch().centre > clean.lead, (peak, clean)
     # the block shift points from one end of the copy to the other (either direction)
     shift = ((peak.dy + SIZE // 2) % SIZE - SIZE // 2, (peak.dx + SIZE // 2) % SIZE - SIZE // 2)
     assert shift in {SHIFT, (-SHIFT[0], -SHIFT[1])}, shift

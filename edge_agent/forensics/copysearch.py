@@ -10,17 +10,20 @@ Method (block-wise cross-correlation of the whitened residual, in the spirit of 
 block matching for copy-move, Fridrich, Soukal & Lukas, DFRWS 2003, and of the peak-to-correlation
 energy decision of sensor forensics, Goljan, Fridrich & Filler 2009):
 
-1. residual = 4-neighbour high-pass (:func:`.residual.laplacian`), divided by its local RMS (clipped
-   and constant areas set to 0: they carry no noise), then
-   its spectrum flattened and periodic lines (anti-scatter grid, JPEG 8x8 blocks, row/column
-   patterns: spectral bins over 6x their neighbourhood) removed, so only aperiodic noise is left;
+1. residual = 4-neighbour high-pass (:func:`.residual.laplacian`) divided by its local RMS, with
+   clipped and constant areas set to 0 (they carry no noise); then its spectrum is flattened and
+   periodic lines (anti-scatter grid, JPEG 8x8 blocks, row/column patterns: spectral bins over 6x
+   their neighbourhood) are removed, so only aperiodic noise is left;
 2. the image is cut into about 8 x 8 blocks; each block's residual is correlated with the whole
    image's residual at every shift (one FFT pair per block, circular);
-3. per block, the best shift outside the block's own neighbourhood, as a normalised correlation
-   and as a ratio to the RMS of all its shifts' correlations (the block's "PCE"); a line of high
-   correlation along one axis (structure constant along that axis: collimator edges, row and
-   column noise) is subtracted first, since a copy shows as a single point;
-4. the image statistic is the largest ratio; shifts that win in many blocks at once are periodic
+3. per block, the best shift outside the block's own neighbourhood, as a normalised correlation,
+   and its **lead**: how far it stands above the runner-up shift, in units of the RMS of all the
+   block's correlations (a copy has one source, so one peak; the peak-to-correlation-energy idea
+   of sensor forensics, made two-sided against repeated structure). A line of high correlation
+   along one axis (structure constant along that axis: collimator edges, row and column noise) is
+   subtracted first, since a copy shows as a single point; JPEG's identical 8x8 blocks in flat
+   areas and other repeated structure give many equal peaks, hence no lead;
+4. the image statistic is the largest lead; shifts that win in many blocks at once are periodic
    structure left by step 1, not a copy, and are dropped;
 5. the map: the local correlation of the residual with itself at the winning shift marks both the
    copy and its source (which is which cannot be told from the pixels).
@@ -48,19 +51,23 @@ from .residual import laplacian
 __all__ = ["BlockPeak", "CopySearch", "whitened_residual", "block_size", "block_peaks", "strongest", "copy_map"]
 
 MIN_SIDE = 128        # smaller images have too little residual to tell a copy from chance
-FLAT = 0.05          # local residual RMS under this share of the image's median: clipped/constant
-MIN_SHIFT = 16        # shifts closer than this (both axes) are the residual's own neighbourhood
+FLAT = 0.05           # local residual RMS under this share of the image's median: clipped/constant
+MIN_SHIFT = 32        # shifts closer than this (both axes) are the residual's own neighbourhood (a
+                      # lesion-sized copy moved by less would overlap itself)
 NOTCH = 6.0           # spectral bins above NOTCH x their neighbourhood's mean power are periodic lines
 PERIODIC_SHARE = 0.25 # a shift that wins in more than this share of blocks (and > 4) is periodic structure
-LINE_STEP = 4         # pixels either side of a shift where a line of correlation is read (_isolated)
-CENTRE = 12.0         # default decision point on the PCE ratio (fit: benchmarks/eval_copysearch.py)
-STEEPNESS = 1.0
+CANDIDATES = 256      # largest correlations per block examined for a line through them
+LINE_STEP = 4         # pixels either side of a shift where a line of correlation is read (_isolated_best)
+CENTRE = 8.0          # decision point on the lead: above every validation real (max 7.0 of 946;
+                      # benchmarks/eval_copysearch.py, docs/forensics.md section 4)
+STEEPNESS = 2.0       # a real at the validation maximum adds 0.7 logits at the default weight
 
 
 @dataclass(frozen=True)
 class BlockPeak:
     """The best repeat of one block: block origin and side, shift ``(dy, dx)`` (circular, so
-    ``-d`` is ``shape - d``), normalised correlation and its ratio to the RMS over all shifts."""
+    ``-d`` is ``shape - d``), normalised correlation, and its lead over the runner-up shift in
+    units of the RMS over all shifts."""
 
     y: int
     x: int
@@ -68,7 +75,7 @@ class BlockPeak:
     dy: int
     dx: int
     corr: float
-    pce: float
+    lead: float
 
 
 def whitened_residual(frame: np.ndarray) -> np.ndarray:
@@ -105,51 +112,71 @@ def _origins(n: int, b: int) -> list[int]:
 
 
 def block_peaks(r: np.ndarray, size: int) -> list[BlockPeak]:
-    """Steps 2-3 on a whitened residual: each block's best repeat elsewhere in the image."""
+    """Steps 2-3 on a whitened residual: each block's best repeat elsewhere in the image.
+
+    Each block is transformed in place at the origin, so its correlation ``c'`` is indexed by the
+    block's new top-left corner ``t = block origin + shift``; the energy under the block there is
+    one integral-image lookup per corner, shared by all blocks."""
     h, w = r.shape
     spec = sfft.rfft2(r, workers=-1)
-    # energy of the residual under a block placed at every top-left corner (circular), from an
-    # integral image of the residual's square padded by one block
     sq = np.pad((r * r).astype(np.float64), ((0, size), (0, size)), mode="wrap")
     s = np.zeros((sq.shape[0] + 1, sq.shape[1] + 1))
     s[1:, 1:] = sq.cumsum(0).cumsum(1)
     box = s[size:size + h, size:size + w] - s[:h, size:size + w] - s[size:size + h, :w] + s[:h, :w]
+    full = size * size  # unit RMS: the energy of a block of live residual
+    # 1 / sqrt(energy under the block at each corner), 0 where the block would lie mostly on
+    # clipped or constant areas (a ratio there is ill-conditioned)
+    inv = np.where(box > 0.25 * full, 1.0 / np.sqrt(np.maximum(box, 1e-12)), 0.0).astype(np.float32)
+    live = max(int(np.count_nonzero(inv)), 1)
     k = MIN_SHIFT
-    near = np.zeros((h, w), dtype=bool)
-    for sy in (slice(0, k), slice(h - k + 1, h)):
-        for sx in (slice(0, k), slice(w - k + 1, w)):
-            near[sy, sx] = True
     peaks = []
     for y in _origins(h, size):
         for x in _origins(w, size):
-            blk = np.zeros_like(r)
-            blk[y:y + size, x:x + size] = r[y:y + size, x:x + size]
-            energy = float((blk * blk).sum())
-            if energy < 0.25 * size * size:  # mostly clipped or constant: nothing to match
+            blk = r[y:y + size, x:x + size]
+            energy = float(np.vdot(blk, blk))
+            if energy < 0.25 * full:  # mostly clipped or constant: nothing to match
                 continue
-            c = sfft.irfft2(np.conj(sfft.rfft2(blk, workers=-1)) * spec, s=(h, w), workers=-1)
-            target = np.roll(box, (-y, -x), axis=(0, 1))   # energy under the block moved by d
-            ok = (target > 0.25 * energy) & ~near
-            if not ok.any():
+            c = sfft.irfft2(np.conj(sfft.rfft2(blk, s=(h, w), workers=-1)) * spec, s=(h, w), workers=-1)
+            c *= inv
+            c /= np.sqrt(energy)
+            rows, cols = np.arange(y - k + 1, y + k) % h, np.arange(x - k + 1, x + k) % w
+            c[np.ix_(rows, cols)] = 0.0                          # the block's own neighbourhood
+            rms = float(np.sqrt(np.vdot(c, c) / live))          # over the corners where c is defined
+            t = _isolated_best(c)
+            if t is None:
                 continue
-            c = np.where(ok, c / np.sqrt(energy * np.maximum(target, 1e-12)), 0.0)
-            c = _isolated(c)
-            i = int(np.argmax(c))
-            dy, dx = divmod(i, w)
-            rms = float(np.sqrt(np.mean(c[ok] ** 2)))
-            peaks.append(BlockPeak(y, x, size, dy, dx, float(c.flat[i]), float(c.flat[i]) / (rms + 1e-12)))
+            ty, tx, value, second = t
+            peaks.append(BlockPeak(y, x, size, (ty - y) % h, (tx - x) % w,
+                                   value, (value - second) / (rms + 1e-12)))
     return peaks
 
 
-def _isolated(c: np.ndarray, step: int = LINE_STEP) -> np.ndarray:
-    """The correlation minus what a line through each shift holds: structure constant along one
-    axis (collimator edges, row and column noise, padding) correlates with every shift along that
-    axis, so its correlation forms a line of high values, where a copy is a single point. At each
-    shift, the smaller of the values ``step`` pixels either side along y, and the same along x, are
-    the line's level there; the larger of the two is subtracted."""
-    along_y = np.minimum(np.roll(c, step, axis=0), np.roll(c, -step, axis=0))
-    along_x = np.minimum(np.roll(c, step, axis=1), np.roll(c, -step, axis=1))
-    return c - np.maximum(np.maximum(along_y, along_x), 0.0)
+def _isolated_best(c: np.ndarray, candidates: int = CANDIDATES, step: int = LINE_STEP
+                   ) -> tuple[int, int, float, float] | None:
+    """The best of the ``candidates`` largest correlations after subtracting what a line through
+    each holds: structure constant along one axis (collimator edges, row and column noise, padding)
+    correlates with every shift along that axis, so its correlation forms a line of high values,
+    where a copy is a single point. At a shift, the smaller of the two values ``step`` pixels
+    either side along y, and the same along x, are the line's level there; the larger of the two
+    is subtracted. Returns the winner's corner, its value and the runner-up's value."""
+    h, w = c.shape
+    flat = c.ravel()
+    top = np.argpartition(flat, -candidates)[-candidates:]
+    ty, tx = np.divmod(top, w)
+
+    def at(dy: int, dx: int) -> np.ndarray:
+        return c[(ty + dy) % h, (tx + dx) % w]
+
+    line = np.maximum(np.minimum(at(step, 0), at(-step, 0)), np.minimum(at(0, step), at(0, -step)))
+    isolated = flat[top] - np.maximum(line, 0.0)
+    j = int(np.argmax(isolated))
+    if isolated[j] <= 0:
+        return None
+    # the runner-up: the best candidate more than 2 px from the winner (a peak's own shoulder is not one)
+    far = (np.minimum(np.abs(ty - ty[j]), h - np.abs(ty - ty[j])) > 2) | \
+          (np.minimum(np.abs(tx - tx[j]), w - np.abs(tx - tx[j])) > 2)
+    second = float(isolated[far].max()) if far.any() else 0.0
+    return int(ty[j]), int(tx[j]), float(isolated[j]), max(second, 0.0)
 
 
 def strongest(peaks: Sequence[BlockPeak]) -> BlockPeak | None:
@@ -157,7 +184,7 @@ def strongest(peaks: Sequence[BlockPeak]) -> BlockPeak | None:
     wins = Counter((p.dy, p.dx) for p in peaks)
     limit = max(4, int(PERIODIC_SHARE * len(peaks)))
     kept = [p for p in peaks if wins[(p.dy, p.dx)] <= limit]
-    return max(kept, key=lambda p: p.pce) if kept else None
+    return max(kept, key=lambda p: p.lead) if kept else None
 
 
 def copy_map(r: np.ndarray, dy: int, dx: int, window: int = 15) -> np.ndarray:
@@ -165,7 +192,8 @@ def copy_map(r: np.ndarray, dy: int, dx: int, window: int = 15) -> np.ndarray:
     marked at both ends of the copy, in [0, 1]."""
     moved = np.roll(r, (-dy, -dx), axis=(0, 1))                    # moved(x) = r(x + d)
     num = ndimage.uniform_filter(r * moved, window)
-    den = np.sqrt(ndimage.uniform_filter(r * r, window) * ndimage.uniform_filter(moved * moved, window)) + 1e-12
+    den = np.sqrt(np.maximum(ndimage.uniform_filter(r * r, window) * ndimage.uniform_filter(moved * moved, window),
+                             0.0)) + 1e-12
     local = np.clip(num / den, 0.0, 1.0)
     return np.maximum(local, np.roll(local, (dy, dx), axis=(0, 1))).astype(np.float32)
 
@@ -194,8 +222,8 @@ class CopySearch:
                                    "too little noise to search for copied regions"),))
         if peak is None:
             return LayerFinding("copy", 0.0, ())
-        score = logistic(peak.pce, self.centre, self.steepness)
-        if peak.pce < self.centre:
+        score = logistic(peak.lead, self.centre, self.steepness)
+        if peak.lead < self.centre:
             return LayerFinding("copy", score, ())
         h, w = r.shape
         sy, sx = (peak.y + peak.dy) % h, (peak.x + peak.dx) % w
@@ -203,8 +231,8 @@ class CopySearch:
         dx = peak.dx - w if peak.dx > w // 2 else peak.dx
         reason = Reason("copy.duplicated_region", (
             f"the noise of the {peak.size}x{peak.size} px region at x={peak.x}, y={peak.y} repeats at "
-            f"x={sx}, y={sy} (shift {dx:+d}, {dy:+d} px; correlation {peak.corr:.2f}, {peak.pce:.0f} times "
-            "this image's background): a copied region or pasted noise (copy-move or touch-up)"))
+            f"x={sx}, y={sy} (shift {dx:+d}, {dy:+d} px; correlation {peak.corr:.2f}, {peak.lead:.0f} times "
+            "the background above any other shift): a copied region or pasted noise (copy-move or touch-up)"))
         heat = None
         if tiles is not None and origins is not None:
             heat = self._tile_heat(copy_map(r, peak.dy, peak.dx), tiles.shape[-1], origins)
