@@ -5,7 +5,8 @@ alarms on real radiographs, detections and pointing on the tamper family, per re
     python -m benchmarks.eval_copysearch --index runs/w3/images.csv --split test --centre C --model models/xray-npr-1.7.0
 
 Images are read by the agent's own decoder (first frame). Reals: every ``label 0`` image of the
-split (the ``test`` split adds the pydicom-data DICOMs of ``dicom-heldout``); fakes: the tamper
+split (the ``test`` split adds the pydicom-data DICOMs of ``dicom-heldout``, ``--pydicom-data`` all
+8 of its CR radiographs); fakes: the tamper
 family (its masks are in the index). With ``--split val`` the script prints the statistic at 1 %
 and 0.1 % false positives on the reals (the value to ship as ``CENTRE`` is the 0.1 % one); with
 ``--centre`` it reports every figure at that decision point. Pointing: the copy map's peak falls
@@ -13,9 +14,10 @@ inside the tamper mask (the map marks the copy and its source alike, so a copy f
 source counts as a miss); "marked": the map exceeds 0.5 somewhere inside the mask. Seconds per
 image are medians. Results also go to ``--out`` as JSON (one row per image).
 
-With ``--model``, every image also goes through the agent's pipeline twice, as ``edge-agent scan``
-judges it with and without ``--copy-search`` (default fusion weights, or ``--fusion FILE``): the
-table then adds what a user sees, the share flagged (suspicious or synthetic) by each.
+With ``--model``, every image also goes through the agent's pipeline as ``edge-agent scan`` judges it
+(model and metadata rules; default fusion weights, or ``--fusion FILE``), and the copy layer's term is
+added to that fused logit as :func:`edge_agent.fusion.fuse` adds it: the table then adds what a user
+sees without and with ``--copy-search``, the images flagged (suspicious or synthetic) by each.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics
 import sys
 import time
@@ -36,12 +39,27 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.decode import decode_path  # noqa: E402
 from edge_agent.forensics.copysearch import CopySearch, copy_map  # noqa: E402
+from edge_agent.forensics.finding import logistic  # noqa: E402
+from edge_agent.fusion import FusionModel  # noqa: E402
 
 
-def rows_of(index: Path, split: str) -> list[dict[str, str]]:
+RG_FILES = tuple(f"RG{n}_{e}.dcm" for n in (1, 3) for e in ("UNCR", "UNCI", "J2KR", "J2KI"))
+
+
+def rows_of(index: Path, split: str, pydicom_data: bool = False) -> list[dict[str, str]]:
     rows = list(csv.DictReader(index.open()))
     splits = {split} | ({"dicom-heldout"} if split == "test" else set())
-    return [r for r in rows if r["split"] in splits and (r["label"] == "0" or r["family"] == "tamper")]
+    out = [r for r in rows if r["split"] in splits and (r["label"] == "0" or r["family"] == "tamper")]
+    if pydicom_data:  # all 8 CR radiographs of pydicom-data (RG1 may have been in training: no matter here)
+        from pydicom.data import get_testdata_file
+
+        have = {r["path"] for r in out}
+        for name in RG_FILES:
+            path = str(get_testdata_file(name, download=False))
+            if path not in have:
+                out.append({"id": name, "path": path, "split": split, "label": "0", "family": "real",
+                            "kind": "original", "source": "pydicom-data", "mask": ""})
+    return out
 
 
 def recipe(kind: str) -> str:
@@ -50,20 +68,26 @@ def recipe(kind: str) -> str:
     return "+".join(p for p in parts if p in ("copy_move", "splice", "inpaint_remove", "nodule_add", "touchup"))
 
 
-def verdicts(rows: list[dict[str, str]], model: Path, fusion: Path | None) -> dict[str, tuple[bool, bool]]:
-    """Per image id: (flagged without the copy search, flagged with it), by the agent's pipeline."""
+def plain_logits(rows: list[dict[str, str]], model: Path, fusion: Path | None
+                 ) -> tuple[dict[str, float], float, FusionModel]:
+    """Per image id the fused logit of the agent's pipeline without the copy search (model and
+    metadata rules, as ``edge-agent scan`` runs), the suspicious threshold's logit, the weights."""
     from edge_agent.evidence import EvidenceSettings
-    from edge_agent.fusion import FusionModel
     from edge_agent.pipeline import open_pipeline
 
     weights = FusionModel.from_json(fusion.read_text()) if fusion else FusionModel()
     plain = open_pipeline(model, "onnxruntime", "fp32", 2, evidence=EvidenceSettings(fusion=weights))
-    searching = open_pipeline(model, "onnxruntime", "fp32", 2, evidence=EvidenceSettings(fusion=weights, copy_search=True))
-    out = {}
+    out, threshold = {}, 0.5
     for row in rows:
-        a, b = plain.process(row["path"])[0], searching.process(row["path"])[0]
-        out[row["id"]] = (a.flagged, b.flagged)
-    return out
+        v = plain.process(row["path"])[0]
+        if v.score is not None and v.threshold is not None:
+            out[row["id"]], threshold = _logit(v.score), v.threshold
+    return out, _logit(threshold), weights
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
 
 
 def measure(row: dict[str, str], search: CopySearch) -> dict:
@@ -130,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--index", type=Path, required=True, help="the detector's images.csv")
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--centre", type=float, help="decision point on the statistic")
+    ap.add_argument("--pydicom-data", action="store_true", help="add the 8 CR radiographs of pydicom-data to the reals")
     ap.add_argument("--limit", type=int, help="at most this many images (seeded subset), for a quick look")
     ap.add_argument("--out", type=Path, help="JSON rows per image")
     ap.add_argument("--model", type=Path, help="also judge each image with the agent's pipeline, with and without the search")
     ap.add_argument("--fusion", type=Path, help="fusion weights JSON for --model (default: the documented defaults)")
     args = ap.parse_args(argv)
-    rows = rows_of(args.index, args.split)
+    rows = rows_of(args.index, args.split, args.pydicom_data)
     if args.limit:
         pick = np.random.default_rng(0).permutation(len(rows))[: args.limit]
         rows = [rows[i] for i in sorted(pick)]
@@ -146,9 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         if (i + 1) % 50 == 0:
             print(f"{i + 1} / {len(rows)}", file=sys.stderr, flush=True)
     if args.model:
-        flags = verdicts(rows, args.model, args.fusion)
+        # fuse() adds weight * score per layer to the logit, so the verdict with the search is the
+        # verdict without it plus the copy layer's term (tests/test_forensics_copysearch.py runs both
+        # through scan); the search itself runs once per image
+        logits, cut, weights = plain_logits(rows, args.model, args.fusion)
         for r in results:
-            r["flagged_plain"], r["flagged_search"] = flags[r["id"]]
+            z = logits.get(r["id"])
+            term = 0.0 if r["pce"] is None else weights.copy_judged + weights.copy * logistic(r["pce"], search.centre, search.steepness)
+            r["flagged_plain"] = z is not None and z >= cut
+            r["flagged_search"] = z is not None and z + term >= cut
     if args.out:
         args.out.write_text(json.dumps(results))
     print("\n".join(report(results, args.centre)))

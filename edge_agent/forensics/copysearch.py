@@ -207,11 +207,17 @@ class CopySearch:
         self.centre, self.steepness, self.cell = float(centre), float(steepness), int(cell)
 
     def measure(self, frame: np.ndarray) -> tuple[BlockPeak | None, np.ndarray | None]:
-        """The strongest repeat and the whitened residual (``None, None`` for too small a frame)."""
+        """The strongest repeat and the whitened residual, zero-padded to fast FFT sizes (``None,
+        None`` for too small a frame)."""
         if min(frame.shape) < MIN_SIDE:
             return None, None
         r = whitened_residual(np.asarray(frame, dtype=np.float32))
-        return strongest(block_peaks(r, block_size(r.shape))), r
+        # zero rows and columns up to sizes the FFT is fast at (a side of 1841 = 7 x 263 px took
+        # several times longer); zeros are "no noise", like clipped areas, and shifts are then
+        # read modulo the padded size
+        h, w = r.shape
+        r = np.pad(r, ((0, sfft.next_fast_len(h, real=True) - h), (0, sfft.next_fast_len(w, real=True) - w)))
+        return strongest(block_peaks(r, block_size((h, w)))), r
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
               origins: Sequence[tuple[int, int]] | None = None) -> LayerFinding:
@@ -235,7 +241,8 @@ class CopySearch:
             "the background above any other shift): a copied region or pasted noise (copy-move or touch-up)"))
         heat = None
         if tiles is not None and origins is not None:
-            heat = self._tile_heat(copy_map(r, peak.dy, peak.dx), tiles.shape[-1], origins)
+            full = copy_map(r, peak.dy, peak.dx)[: frame.shape[0], : frame.shape[1]]
+            heat = self._tile_heat(full, tiles.shape[-1], origins)
         return LayerFinding("copy", score, (reason,), heat)
 
     def _tile_heat(self, full: np.ndarray, tile: int, origins: Sequence[tuple[int, int]]) -> np.ndarray:
