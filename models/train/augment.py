@@ -1,6 +1,6 @@
 """The augmentation chain applied identically to BOTH classes (real and fake) after faking.
 
-JPEG re-encode (q70-95), 0.9-1.1x resize and mild *signal-dependent* (Poisson-Gaussian) noise,
+JPEG re-encode (quality range `augment.jpeg_quality` of the config: q70-95, q50-95 since 1.9.0), 0.9-1.1x resize and mild *signal-dependent* (Poisson-Gaussian) noise,
 as a real detector would add. Keeping these shared means none of them can become a class cue
 (the "format trap" of the data README). Synthetic-grain fakes use signal-INDEPENDENT noise of a
 clearly different level, so "mild noise" here does not overlap that family.

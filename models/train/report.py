@@ -36,7 +36,7 @@ def _method(cfg: Config, work: Path) -> str:
   decoder). Fakes are derived from real images of the same split and re-encoded in the SAME container as
   their source (PNG stays 8-bit PNG, JPEG keeps the source's quantisation tables and chroma subsampling,
   DICOM keeps its header and BitsStored). Each real image is also used as an "augmented variant" through the
-  same chain; the shared augmentation (JPEG q70-95, 0.9-1.1x resize, mild Poisson-Gaussian noise) is applied
+  same chain; the shared augmentation ({_augment_text(cfg)}) is applied
   to both classes with the same probabilities. Generator outputs (64 px, and bicubic/bilinear/nearest
   up-scaled to 256 px) are matched by real images down-scaled to 64/256 px in the same containers.
 * **Fake families** (label = family): `gan` (DCGAN, transposed convolutions), `vae` (conv VAE, bilinear
@@ -51,7 +51,7 @@ def _method(cfg: Config, work: Path) -> str:
   that sends exactly flat tiles to logit -4 = "no evidence"), conv3x3/s2 + 7
   depthwise-separable blocks, 1x1 CAM head, logit = CAM mean. Trained on native-grid tiles ({cfg.detector['steps']}
   steps, batch {cfg.detector['batch']}, 90% of the steps on 128 px crops, the rest on full 256 px tiles), class- and
-  group-balanced sampling, plus a dense CAM loss (weight 0.3): every CAM cell of a real tile -> real, of a tampered tile -> fake only inside the mask (whole-image fakes: tile loss only).
+  group-balanced sampling, plus a dense CAM loss (weight {float(cfg.detector.get('dense_weight', 0.3)):g}): every CAM cell of a real tile -> real, of a tampered tile -> fake only inside the mask (whole-image fakes: tile loss only).
 {_sim_text(cfg)}
 
 ## Reproduce
@@ -71,6 +71,22 @@ this file is rendered from it by `--stage ship`. Seeds: config `seed` ({cfg.seed
 """
 
 
+def _augment_text(cfg: Config) -> str:
+    """The shared augmentation as the config sets it (models/train/augment.py)."""
+    a = cfg.augment
+    q, z = a.get("jpeg_quality", [70, 95]), a.get("resize", [0.9, 1.1])
+    return f"JPEG q{q[0]}-{q[1]}, {z[0]:g}-{z[1]:g}x resize, mild Poisson-Gaussian noise"
+
+
+def _export_text(sim: dict[str, Any]) -> str:
+    """How many simulated images are 8-bit exports (models/train/simdata.py defaults)."""
+    from .simdata import EXPORT_FRACTION, EXPORT_JPEG_QUALITY
+
+    share = float(sim.get("export_fraction", EXPORT_FRACTION))
+    lo, hi = sim.get("export_jpeg_quality", EXPORT_JPEG_QUALITY)
+    return f"{share:.0%} as 8-bit exports (half PNG, half JPEG q{lo}-{hi})"
+
+
 def _sim_text(cfg: Config) -> str:
     if not cfg.simulated:
         return "* **Physics simulator**: not used by this recipe."
@@ -80,7 +96,7 @@ def _sim_text(cfg: Config) -> str:
             "(train / val / test), each from its own random panel (gain/offset maps, defects, row noise, blur, "
             "electronic noise), dose over two decades, chest or extremity anatomy, collimation (sometimes blanked), "
             "device presentation processing (multi-scale unsharp masking, windowing, tone curve), 10-16 bit DICOM "
-            "CR/DX in MONOCHROME1 or 2, 15 % as 8-bit PNG/JPEG exports. They join the real class (source `sim`) and "
+            f"CR/DX in MONOCHROME1 or 2, {_export_text(c)}. They join the real class (source `sim`) and "
             "are a base for the tamper/processing/grain fakes like every other real source; the generators are "
             "trained on the pack's real images only.")
 
