@@ -50,7 +50,7 @@ class FusionModel:
     physics: float = 6.0
     fingerprint: float = 6.0
     metadata: float = 6.0
-    copy: float = 6.0  # the copy search (off by default): not in the fitted weights, which predate it
+    copy: float = 6.0  # the copy search (off by default): never fitted (fit_fusion does not run it)
     fitted_on: str = "default weights (not fitted): each layer at full strength adds 6 logits"
     suspicious: float | None = None  # fused-score thresholds; None: the model's
     synthetic: float | None = None

@@ -98,8 +98,11 @@ def test_the_reason_says_where_the_region_is_and_where_it_repeats(files: dict[st
     assert finding.heat[tile_of_disk].max() > 0.5
 
 
-def test_an_image_too_small_to_search_says_so_instead_of_guessing() -> None:
-    finding = CopySearch().check(np.random.default_rng(0).random((100, 300), dtype=np.float32))
+@pytest.mark.parametrize("frame", [np.random.default_rng(0).random((100, 300), dtype=np.float32),  # too small
+                                   np.full((300, 300), 0.4, dtype=np.float32)],                   # no noise at all
+                         ids=["too-small", "flat"])
+def test_an_image_the_search_cannot_judge_says_so_instead_of_guessing(frame: np.ndarray) -> None:
+    finding = CopySearch().check(frame)
     assert finding.score is None
     assert [r.code for r in finding.reasons] == ["copy.not_judged"]
 

@@ -180,7 +180,7 @@ def _isolated_best(c: np.ndarray, candidates: int = CANDIDATES, step: int = LINE
 
 
 def strongest(peaks: Sequence[BlockPeak]) -> BlockPeak | None:
-    """Step 4: the block with the largest ratio, shifts that win in many blocks dropped."""
+    """Step 4: the block with the largest lead, shifts that win in many blocks dropped."""
     wins = Counter((p.dy, p.dx) for p in peaks)
     limit = max(4, int(PERIODIC_SHARE * len(peaks)))
     kept = [p for p in peaks if wins[(p.dy, p.dx)] <= limit]
@@ -226,6 +226,9 @@ class CopySearch:
             return LayerFinding("copy", None, (Reason(
                 "copy.not_judged", f"image {frame.shape[1]}x{frame.shape[0]} is under {MIN_SIDE} px on a side: "
                                    "too little noise to search for copied regions"),))
+        if peak is None and not np.any(r):
+            return LayerFinding("copy", None, (Reason(
+                "copy.not_judged", "the image has no noise to compare (flat or clipped everywhere)"),))
         if peak is None:
             return LayerFinding("copy", 0.0, ())
         score = logistic(peak.lead, self.centre, self.steepness)
