@@ -101,8 +101,8 @@ def measure(row: dict[str, str], search: CopySearch) -> dict:
         from PIL import Image
 
         mask = np.asarray(Image.open(row["mask"])) > 0
-        if mask.shape == r.shape:
-            m = copy_map(r, peak.dy, peak.dx)
+        if mask.shape == frame.shape:
+            m = copy_map(r, peak.dy, peak.dx)[: frame.shape[0], : frame.shape[1]]  # r is padded
             out["pointing"] = bool(mask.flat[int(np.argmax(m))])
             out["marked"] = bool((m[mask] > 0.5).any())
     return out
@@ -155,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--centre", type=float, help="decision point on the statistic")
     ap.add_argument("--pydicom-data", action="store_true", help="add the 8 CR radiographs of pydicom-data to the reals")
+    ap.add_argument("--tamper-only", action="store_true", help="only the tamper images (their figures, no false alarms)")
     ap.add_argument("--limit", type=int, help="at most this many images (seeded subset), for a quick look")
     ap.add_argument("--out", type=Path, help="JSON rows per image")
     ap.add_argument("--model", type=Path, help="also judge each image with the agent's pipeline, with and without the search")
     ap.add_argument("--fusion", type=Path, help="fusion weights JSON for --model (default: the documented defaults)")
     args = ap.parse_args(argv)
     rows = rows_of(args.index, args.split, args.pydicom_data)
+    if args.tamper_only:
+        rows = [r for r in rows if r["family"] == "tamper"]
     if args.limit:
         pick = np.random.default_rng(0).permutation(len(rows))[: args.limit]
         rows = [rows[i] for i in sorted(pick)]
