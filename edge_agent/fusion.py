@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 from .manifest import Thresholds
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from .forensics import LayerFinding
 
 __all__ = ["FusionModel", "Fused", "fuse"]
+
+
+_NOT_WEIGHTS = ("fitted_on", "suspicious", "synthetic")  # FusionModel's fields that are not logit terms
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,7 @@ class FusionModel:
     copy_judged: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("bias", "model", "physics", "fingerprint", "metadata", "copy",
-                     "physics_judged", "fingerprint_judged", "metadata_judged", "copy_judged"):
+        for name in (f.name for f in fields(self) if f.name not in _NOT_WEIGHTS):  # every weight and offset
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"fusion weight {name} must be a finite number, got {value!r}")
