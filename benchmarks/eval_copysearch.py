@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import statistics
 import sys
 import time
@@ -37,13 +36,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.fit_fusion import RG_FILES, _logit, threshold_above  # noqa: E402
 from edge_agent.decode import decode_path  # noqa: E402
 from edge_agent.forensics.copysearch import CopySearch, copy_map  # noqa: E402
 from edge_agent.forensics.finding import logistic  # noqa: E402
 from edge_agent.fusion import FusionModel  # noqa: E402
-
-
-RG_FILES = tuple(f"RG{n}_{e}.dcm" for n in (1, 3) for e in ("UNCR", "UNCI", "J2KR", "J2KI"))
 
 
 def rows_of(index: Path, split: str, pydicom_data: bool = False) -> list[dict[str, str]]:
@@ -85,17 +82,12 @@ def plain_logits(rows: list[dict[str, str]], model: Path, fusion: Path | None
     return out, _logit(threshold), weights
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
-
-
 def measure(row: dict[str, str], search: CopySearch) -> dict:
     frame = decode_path(row["path"]).frames[0]
     t0 = time.perf_counter()
     peak, r = search.measure(frame)
     out = {"id": row["id"], "family": row["family"], "kind": row["kind"], "source": row["source"],
-           "shape": list(frame.shape), "pce": None if peak is None else peak.lead,
+           "shape": list(frame.shape), "lead": None if peak is None else peak.lead,
            "corr": None if peak is None else peak.corr, "seconds": time.perf_counter() - t0}
     if row["family"] == "tamper" and peak is not None and r is not None and row.get("mask"):
         from PIL import Image
@@ -108,24 +100,17 @@ def measure(row: dict[str, str], search: CopySearch) -> dict:
     return out
 
 
-def quantile_above(values: list[float], fpr: float) -> float:
-    """The smallest decision point that flags at most ``fpr`` of ``values`` (strictly above)."""
-    v = np.sort(np.asarray(values))
-    k = int(np.floor(fpr * len(v)))
-    return float(v[len(v) - 1 - k])
-
-
 def report(results: list[dict], centre: float | None) -> list[str]:
-    reals = [r["pce"] for r in results if r["family"] == "real" and r["pce"] is not None]
+    reals = [r["lead"] for r in results if r["family"] == "real" and r["lead"] is not None]
     lines = [f"reals judged: {len(reals)} (not judged, too small: "
-             f"{sum(r['pce'] is None for r in results if r['family'] == 'real')})",
+             f"{sum(r['lead'] is None for r in results if r['family'] == 'real')})",
              f"median seconds per image: {statistics.median(r['seconds'] for r in results):.2f}"]
     if reals:
         lines.append(f"reals: statistic median {np.median(reals):.2f}, max {max(reals):.2f}; "
-                     f"flagging 1 % above {quantile_above(reals, 0.01):.2f}, 0.1 % above {quantile_above(reals, 0.001):.2f}")
+                     f"flagging at most 1 % from {threshold_above(reals, 0.01):.2f}, 0.1 % from {threshold_above(reals, 0.001):.2f}")
     if centre is None:
         return lines
-    lines.append(f"decision point {centre:.2f}: reals flagged {sum(p > centre for p in reals)} / {len(reals)}")
+    lines.append(f"decision point {centre:.2f}: reals flagged {sum(p >= centre for p in reals)} / {len(reals)}")
     by = defaultdict(list)
     for r in results:
         if r["family"] == "tamper":
@@ -140,7 +125,7 @@ def report(results: list[dict], centre: float | None) -> list[str]:
     lines.append("|---|---|---|---|---|" + ("---|---|" if judged else ""))
     for name in sorted(by) + ["all"]:
         rs = [r for k in by for r in by[k]] if name == "all" else by[name]
-        hit = [r for r in rs if r["pce"] is not None and r["pce"] > centre]
+        hit = [r for r in rs if r["lead"] is not None and r["lead"] >= centre]
         row = (f"| {name} | {len(rs)} | {len(hit)} ({100 * len(hit) / len(rs):.0f} %) | "
                f"{sum(r.get('pointing', False) for r in hit)} | {sum(r.get('marked', False) for r in hit)} |")
         if judged:
@@ -180,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         logits, cut, weights = plain_logits(rows, args.model, args.fusion)
         for r in results:
             z = logits.get(r["id"])
-            term = 0.0 if r["pce"] is None else weights.copy_judged + weights.copy * logistic(r["pce"], search.centre, search.steepness)
+            term = 0.0 if r["lead"] is None else weights.copy_judged + weights.copy * logistic(r["lead"], search.centre, search.steepness)
             r["flagged_plain"] = z is not None and z >= cut
             r["flagged_search"] = z is not None and z + term >= cut
     if args.out:
