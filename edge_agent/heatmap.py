@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .detect import FrameScore
+from .tiling import tiles_to_full
 
 if TYPE_CHECKING:
     from .forensics import LayerFinding
@@ -42,19 +43,7 @@ def layer_heat_at_full_size(fs: FrameScore, findings: Sequence[LayerFinding]) ->
 
 def _tiles_at_full_size(maps: np.ndarray, fs: FrameScore, empty: float) -> np.ndarray:
     """Per-tile maps ``[N, h, w]`` (tile ``i`` at ``fs.origins[i]``) up-sampled to the image grid."""
-    h, w = fs.shape
-    big_h, big_w = max(h, fs.tile), max(w, fs.tile)
-    heat = np.full((big_h, big_w), -np.inf, dtype=np.float32)
-    for m, (y, x) in zip(maps, fs.origins):
-        ry, rx = fs.tile // m.shape[0], fs.tile // m.shape[1]
-        up = np.repeat(np.repeat(m.astype(np.float32), ry, axis=0), rx, axis=1)
-        up = np.pad(up, ((0, fs.tile - up.shape[0]), (0, fs.tile - up.shape[1])), mode="edge")
-        region = heat[y : y + fs.tile, x : x + fs.tile]
-        np.maximum(region, up, out=region)
-    heat = heat[:h, :w]
-    # Tiles skipped by max_tiles leave holes: show them as "no evidence" rather than -inf.
-    heat[~np.isfinite(heat)] = np.float32(empty)
-    return heat
+    return tiles_to_full(maps, fs.origins, fs.tile, fs.shape, empty)
 
 
 MODEL_COLOUR = (255.0, 0.0, 0.0)  # red: the model's evidence

@@ -15,10 +15,12 @@ area are left out before ``max_tiles`` is applied (all tiles are kept when every
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["grid_origins", "grid_tiles", "aggregate_logits", "sigmoid", "AGGREGATES", "FLAT_FRACTION"]
+__all__ = ["grid_origins", "grid_tiles", "aggregate_logits", "sigmoid", "tiles_to_full", "full_to_tiles", "AGGREGATES",
+           "FLAT_FRACTION"]
 
 # Default share of a tile at its own min/max value beyond which the tile is left out.
 FLAT_FRACTION = 0.5
@@ -93,6 +95,35 @@ def _pad_symmetric(image: np.ndarray, pad_y: int, pad_x: int) -> np.ndarray:
         image = np.pad(image, ((0, step_y), (0, step_x)), mode="symmetric")
         pad_y, pad_x = pad_y - step_y, pad_x - step_x
     return image
+
+
+def tiles_to_full(maps: np.ndarray, origins: Sequence[tuple[int, int]], tile: int, shape: tuple[int, int],
+                  empty: float) -> np.ndarray:
+    """Per-tile maps ``[N, h, w]`` (tile ``i`` at ``origins[i]``) up-sampled to an image of ``shape``:
+    the maximum over overlapping tiles; pixels no tile covers (left out by ``max_tiles``) get ``empty``."""
+    h, w = shape
+    full = np.full((max(h, tile), max(w, tile)), -np.inf, dtype=np.float32)
+    for m, (y, x) in zip(maps, origins):
+        ry, rx = tile // m.shape[0], tile // m.shape[1]
+        up = np.repeat(np.repeat(m.astype(np.float32), ry, axis=0), rx, axis=1)
+        up = np.pad(up, ((0, tile - up.shape[0]), (0, tile - up.shape[1])), mode="edge")
+        region = full[y : y + tile, x : x + tile]
+        np.maximum(region, up, out=region)
+    full = full[:h, :w]
+    full[~np.isfinite(full)] = np.float32(empty)
+    return full
+
+
+def full_to_tiles(full: np.ndarray, origins: Sequence[tuple[int, int]], tile: int, cell: int) -> np.ndarray:
+    """An image-sized map as per-tile maps ``[N, tile/cell, tile/cell]`` at ``origins`` (the maximum
+    in each ``cell`` x ``cell`` square; outside the image counts as 0)."""
+    n = max(tile // cell, 1)
+    out = np.zeros((len(origins), n, n), dtype=np.float32)
+    pad = np.pad(full, ((0, tile), (0, tile)))
+    for i, (y, x) in enumerate(origins):
+        t = pad[y : y + n * cell, x : x + n * cell]
+        out[i] = t.reshape(n, cell, n, cell).max(axis=(1, 3))
+    return out
 
 
 def aggregate_logits(logits: np.ndarray, method: str, topk: int = 1) -> float:

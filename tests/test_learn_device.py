@@ -176,6 +176,30 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
     assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
 
 
+def test_this_devices_images_mirrored_rotated_or_cropped_at_the_console_still_pass(learned) -> None:
+    # Consoles turn and mirror views and crop to the collimated field; the fingerprint is then found
+    # where the image lies on the detector, instead of reading as another detector's image.
+    work, run = learned
+    (work / "agent.yaml").write_text(run.stdout)
+    rng = np.random.default_rng(12)
+    ours, theirs = Panel(PanelSpec(31, shape=SHAPE)), Panel(PanelSpec(32, shape=SHAPE))
+    folder = work / "console"
+    views = {"mirrored": lambda a: a[:, ::-1], "rotated": lambda a: np.rot90(a), "collimated": lambda a: a[40:460, 60:590]}
+    for name, turn in views.items():
+        for who, panel in (("ours", ours), ("theirs", theirs)):
+            px = np.ascontiguousarray(turn(np.round(panel.acquire(rng) * 4095).astype(np.uint16)))
+            save(new_image(px, bits_stored=12, Modality="DX"), folder / f"{who}-{name}.dcm")
+    scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "console", cwd=work)
+    verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
+    assert len(verdicts) == 6, scan.stderr
+    for name in views:
+        v = verdicts[f"console/ours-{name}.dcm"]
+        codes = {r["code"] for r in v["reasons"]}
+        assert v["verdict"] == "authentic" and "fingerprint.placed" in codes, v
+        other = {r["code"] for r in verdicts[f"console/theirs-{name}.dcm"]["reasons"]}
+        assert "fingerprint.placed" not in other, other
+
+
 def test_the_heatmap_marks_where_a_region_from_another_detector_was_pasted(learned) -> None:
     from PIL import Image
 

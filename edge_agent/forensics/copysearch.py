@@ -44,6 +44,7 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
+from ..tiling import full_to_tiles
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
 from .residual import laplacian
@@ -245,15 +246,5 @@ class CopySearch:
         heat = None
         if tiles is not None and origins is not None:
             full = copy_map(r, peak.dy, peak.dx)[: frame.shape[0], : frame.shape[1]]
-            heat = self._tile_heat(full, tiles.shape[-1], origins)
+            heat = full_to_tiles(full, origins, tiles.shape[-1], self.cell)
         return LayerFinding("copy", score, (reason,), heat)
-
-    def _tile_heat(self, full: np.ndarray, tile: int, origins: Sequence[tuple[int, int]]) -> np.ndarray:
-        """The full-frame map as per-tile maps of ``cell`` px cells (max in each cell)."""
-        n = max(tile // self.cell, 1)
-        out = np.zeros((len(origins), n, n), dtype=np.float32)
-        pad = np.pad(full, ((0, tile), (0, tile)))
-        for i, (y, x) in enumerate(origins):
-            t = pad[y:y + n * self.cell, x:x + n * self.cell]
-            out[i] = t.reshape(n, self.cell, n, self.cell).max(axis=(1, 3))
-        return out

@@ -41,7 +41,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -50,9 +50,10 @@ import scipy.fft
 from scipy import ndimage
 
 from ..errors import ForensicsError
-from ..tiling import grid_origins, grid_tiles
+from ..tiling import full_to_tiles, grid_origins, grid_tiles, tiles_to_full
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
+from .placement import Placement, PlacementSearch
 from .residual import WB, background_energy, cells, intact_blocks, noise_residual, spectrum_multiplicity, wiener_weight
 
 __all__ = [
@@ -119,6 +120,20 @@ class Fingerprint:
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.pattern.shape[0]), int(self.pattern.shape[1]))
+
+    def cropped(self, row: int, col: int, height: int, width: int) -> Fingerprint:
+        """The fingerprint of a ``height`` x ``width`` crop at (``row``, ``col``) of the detector: the
+        pattern cut out, each predictor block taken from the detector block under its centre."""
+        h, w = self.shape
+        if row < 0 or col < 0 or row + height > h or col + width > w:
+            raise ForensicsError(f"crop {height}x{width} at ({row}, {col}) is outside the {h}x{w} detector")
+        bh, bw = _rel_shape((height, width))
+        half = _REL_BLOCK // 2
+        ys = np.minimum((row + np.arange(bh) * _REL_BLOCK + half) // _REL_BLOCK, self.predictor.shape[0] - 1)
+        xs = np.minimum((col + np.arange(bw) * _REL_BLOCK + half) // _REL_BLOCK, self.predictor.shape[1] - 1)
+        return Fingerprint(pattern=np.ascontiguousarray(self.pattern[row : row + height, col : col + width]),
+                           predictor=np.ascontiguousarray(self.predictor[np.ix_(ys, xs)]), model=self.model,
+                           images=self.images, bits=self.bits, scale=self.scale)
 
     def to_bytes(self) -> bytes:
         """Canonical serialised form (what the device key signs): magic, header JSON, two zlib
@@ -336,6 +351,11 @@ class FingerprintCheck:
     17.8 and 1.3 % alarmed without it).
     ``weak_gain``: an image carrying the pattern at less than this fraction of its enrolled strength
     was processed after acquisition (JPEG q90 leaves ~15 %).
+    ``placement``: an image of another size than the detector's, or one without the pattern at the
+    native position, is searched for at every crop position, rotation and mirror of the detector's
+    frame (:mod:`.placement`); if found there it is checked there, with a ``fingerprint.placed``
+    reason and its map and points in the image's own coordinates. Images of another size that are
+    not found are not judged (a scaled image cannot be told from another detector's).
 
     PCE: per tile, the zero-lag correlation squared over the mean squared correlation at all other
     lags, the latter from the tile's cross-spectrum (FFT, Parseval). The FFT runs on ``fft_tiles``
@@ -346,7 +366,7 @@ class FingerprintCheck:
     def __init__(self, fingerprint: Fingerprint, present_pce: float = 50.0, local_z: float = 8.0,
                  cell: int = 32, tile: int = 256, max_tiles: int = 64, tolerance: float = 0.5,
                  weak_gain: float = 0.5, fft_tiles: int = 16, min_intact: float = 0.5,
-                 model_error: float = 0.03) -> None:
+                 model_error: float = 0.03, placement: bool = True) -> None:
         if (present_pce <= 0 or local_z <= 0 or not 0.0 <= tolerance < 1.0 or cell % WB or tile % cell
                 or not 0.0 < min_intact <= 1.0 or model_error < 0):
             raise ForensicsError(f"present_pce and local_z must be positive, tolerance in [0, 1), min_intact in "
@@ -365,6 +385,10 @@ class FingerprintCheck:
         self.max_tiles = max_tiles
         self._cache_key: tuple[tuple[int, int], ...] | None = None
         self._cache: tuple[np.ndarray, ...] | None = None
+        self.placement = placement
+        self._search: PlacementSearch | None = None
+        self._recent: Placement | None = None
+        self._subs: dict[tuple[int, int, int, int], FingerprintCheck] = {}
         # Compile the kernels now, not on the first image (about a second; cached on disk). Imported
         # here: numba costs ~0.15 s and ~60 MB to import, which only a device with a fingerprint pays.
         try:
@@ -381,15 +405,57 @@ class FingerprintCheck:
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
               origins: Sequence[tuple[int, int]] | None = None) -> LayerFinding:
-        """The layer's finding: score in [0, 1], reasons, and a per-tile mismatch heat map."""
+        """The layer's finding: score in [0, 1], reasons, and a per-tile mismatch heat map.
+
+        An image whose size differs from the detector's, or which lacks the fingerprint where it
+        should be, is looked for at every crop position, rotation and mirror of the detector's frame
+        (:mod:`.placement`, unless ``placement`` is off); once placed it is checked there."""
+        at = list(origins) if origins is not None else self._origins(frame)
         if tuple(frame.shape) != self.fingerprint.shape:
+            placed, tried = self._check_placed(frame, at)
+            if placed is not None:
+                return placed
+            if tried is not None and tuple(frame.shape[::-1]) == self.fingerprint.shape:
+                # the detector's whole frame turned a quarter, in none of its orientations: as absent
+                # as an image of the native size (the search's PCE is the same chi-square statistic)
+                return LayerFinding("fingerprint", self._absent(tried.pce), (Reason(
+                    "fingerprint.absent", f"the image does not carry this detector's fingerprint in any rotation or "
+                    f"mirror of its frame (best PCE {tried.pce:.1f}, needs {tried.threshold:.0f})"),))
+            also = "" if tried is None else (
+                f"; no crop position, rotation or mirror of its frame matches either (best PCE {tried.pce:.1f}, "
+                f"needs {tried.threshold:.0f}): too small a crop, a scaled image, or another detector's")
             return LayerFinding("fingerprint", None, (Reason(
                 "fingerprint.geometry_mismatch",
                 f"image is {frame.shape[0]}x{frame.shape[1]} pixels, this detector makes "
-                f"{self.fingerprint.shape[0]}x{self.fingerprint.shape[1]}: not checked at the native grid"),))
+                f"{self.fingerprint.shape[0]}x{self.fingerprint.shape[1]}: not checked at the native grid{also}"),))
         m = self.measure(frame, tiles, origins)
-        z_abs = math.copysign(math.sqrt(abs(m.pce)), m.pce)
-        absent = logistic(z_abs, math.sqrt(self.present_pce) * 0.7, -1.5)
+        tried = None
+        if m.pce < self.present_pce:
+            placed, tried = self._check_placed(frame, at)
+            if placed is not None:
+                return placed
+        score, reasons = self._judge(m, at, lambda r, c: (r, c))
+        if tried is not None and reasons and reasons[0].code == "fingerprint.absent":
+            reasons[0] = Reason("fingerprint.absent", reasons[0].message + (
+                f"; nor rotated, mirrored or shifted (best PCE {tried.pce:.1f}, needs {tried.threshold:.0f})"))
+        return LayerFinding("fingerprint", score, tuple(reasons), self._heat(m))
+
+    def _heat(self, m: FingerprintMeasurement) -> np.ndarray | None:
+        # The map says where the pattern is missing in an image that carries it; in an image without
+        # it (another detector) "missing everywhere" is the finding, and the map would paint it all.
+        if m.pce < self.present_pce:
+            return None
+        return np.clip(m.mismatch_z / (2 * self.local_z), 0.0, 1.0).astype(np.float32)
+
+    def _absent(self, pce: float) -> float:
+        """How strongly a PCE says "not this detector" (0.5 at half the threshold's square root)."""
+        return logistic(math.copysign(math.sqrt(abs(pce)), pce), math.sqrt(self.present_pce) * 0.7, -1.5)
+
+    def _judge(self, m: FingerprintMeasurement, origins: Sequence[tuple[int, int]],
+               point: Callable[[int, int], tuple[int, int]]) -> tuple[float, list[Reason]]:
+        """Score and reasons from a measurement; ``point`` maps a pixel of the measured frame to
+        the image (the identity unless the image was placed)."""
+        absent = self._absent(m.pce)
         reasons: list[Reason] = []
         local = weakened = 0.0
         if m.pce < self.present_pce:
@@ -405,16 +471,80 @@ class FingerprintCheck:
             local = logistic(zmax, self.local_z, 1.0)
             if zmax >= self.local_z:
                 n, yy, xx = m.peak()
-                oy, ox = (origins if origins is not None else self._origins(frame))[n]
+                oy, ox = origins[n]
+                row, col = point(oy + yy * m.cell + m.cell // 2, ox + xx * m.cell + m.cell // 2)
                 reasons.append(Reason("fingerprint.local_mismatch", (
-                    f"the detector's fingerprint is missing around row {oy + yy * m.cell + m.cell // 2}, "
-                    f"column {ox + xx * m.cell + m.cell // 2} ({zmax:.1f} standard errors below the prediction): "
-                    "that region was likely pasted or moved")))
-        # The map says where the pattern is missing in an image that carries it; in an image without
-        # it (another detector) "missing everywhere" is the finding, and the map would paint it all.
-        heat = (np.clip(m.mismatch_z / (2 * self.local_z), 0.0, 1.0).astype(np.float32)
-                if m.pce >= self.present_pce else None)
-        return LayerFinding("fingerprint", float(max(absent, local, weakened)), tuple(reasons), heat)
+                    f"the detector's fingerprint is missing around row {row}, column {col} ({zmax:.1f} standard "
+                    "errors below the prediction): that region was likely pasted or moved")))
+        return float(max(absent, local, weakened)), reasons
+
+    def _check_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]]
+                      ) -> tuple[LayerFinding | None, Placement | None]:
+        """(finding, the search's best placement) for an image that is not the detector's frame as
+        acquired: the last placement is tried first (a device that always crops or turns its images
+        the same way pays the search once), then the search. ``(None, best)`` when it is not placed."""
+        if not self.placement:
+            return None, None
+        recent, tried = self._recent, None
+        candidates = [recent] if recent is not None and recent.orientation.to_image(
+            np.empty((recent.height, recent.width), np.bool_)).shape == frame.shape else []
+        for attempt in range(2):
+            if attempt == 1:
+                tried = self._searcher().search(frame)
+                if tried is None or not tried.found or tried.native or tried == recent:
+                    return None, tried
+                candidates = [tried]
+            for p in candidates:
+                finding = self._measure_placed(frame, origins, p)
+                if finding is not None:
+                    self._recent = p
+                    return finding, tried
+        return None, tried
+
+    def _measure_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]],
+                        p: Placement) -> LayerFinding | None:
+        """The check of ``frame`` turned back and laid on the detector at ``p``; ``None`` when the
+        fingerprint is not present there after all (the native verdict stands)."""
+        sub = self._sub_check(p)
+        if sub is None:
+            return None
+        det = np.ascontiguousarray(p.orientation.to_detector(frame))
+        sub_tiles, sub_origins = grid_tiles(det, sub.tile, self.max_tiles)
+        m = sub.measure(det, sub_tiles, sub_origins)
+        if m.pce < self.present_pce:
+            return None
+        score, reasons = sub._judge(m, sub_origins, lambda r, c: p.orientation.point_to_image(r, c, det.shape))
+        reasons.insert(0, Reason("fingerprint.placed", (
+            f"the image is this detector's frame, {p.describe(self.fingerprint.shape)} (PCE {m.pce:.0f} there); "
+            "checked at that position")))
+        heat = None
+        if (h := sub._heat(m)) is not None:
+            full = p.orientation.to_image(tiles_to_full(h, sub_origins, sub.tile, det.shape, 0.0))
+            heat = full_to_tiles(np.ascontiguousarray(full), origins, self.tile, self.cell)
+        return LayerFinding("fingerprint", score, tuple(reasons), heat)
+
+    def _searcher(self) -> PlacementSearch:
+        if self._search is None:
+            self._search = PlacementSearch(self.fingerprint.pattern, self.fingerprint.model == "multiplicative",
+                                           min_pce=self.present_pce)
+        return self._search
+
+    def _sub_check(self, p: Placement) -> FingerprintCheck | None:
+        """A check of the detector's region under ``p`` (cached: one device keeps one habit), on
+        tiles no larger than the region; ``None`` for a region under two cells on a side."""
+        key = (p.row, p.col, p.height, p.width)
+        tile = min(self.tile, min(p.height, p.width) // self.cell * self.cell)
+        if tile < 2 * self.cell:
+            return None
+        sub = self._subs.pop(key, None)
+        if sub is None:
+            sub = FingerprintCheck(self.fingerprint.cropped(*key), self.present_pce, self.local_z, self.cell,
+                                   tile, self.max_tiles, self.tolerance, self.weak_gain, self.fft_tiles,
+                                   self.min_intact, self.model_error, placement=False)
+        self._subs[key] = sub
+        while len(self._subs) > 4:
+            self._subs.pop(next(iter(self._subs)))
+        return sub
 
     def _origins(self, frame: np.ndarray) -> list[tuple[int, int]]:
         return grid_origins(frame.shape[0], frame.shape[1], self.tile, self.max_tiles)

@@ -1,0 +1,171 @@
+"""Where an image lies on the detector: a fingerprint search over crops, mirrors and rotations.
+
+The fingerprint check (:mod:`.fingerprint`) correlates an image with the enrolled pattern at the
+native grid, in the detector's own orientation. Images that leave a device are often not that
+frame: consoles rotate and mirror views (a lateral view turned upright, a portable AP image
+flipped), and many systems crop to the collimated field. Such an image still carries the
+detector's pattern, moved. Without this search it read as "another detector's image" (mirrored or
+rotated on a square panel) or was not judged at all (cropped).
+
+Search (Goljan & Fridrich, "Camera identification from cropped and scaled images", Proc. SPIE
+6819, 2008, sec. 3): the noise residual of the image, brought back by each of the 8 rotations and
+mirrors of a rectangle (the dihedral group D4) that fits inside the detector, is cross-correlated
+with the fingerprint at every offset, one FFT pair per orientation. The peak's PCE is its square
+over the mean square of the correlation surface outside an 11 x 11 neighbourhood of it. Under "not
+this detector" the correlation at each position is ~N(0, sigma^2), so the largest of S positions
+exceeds ``sqrt(t) sigma`` with probability at most ``S Q(sqrt(t))`` (Bonferroni): the threshold is
+raised for the number of positions searched, and never set below the native check's own.
+Scaling (binning, resampling) is not searched: a scaled image is not placed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.fft as sfft
+from scipy.stats import norm
+
+from ..errors import ForensicsError
+from .residual import noise_residual
+
+__all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch"]
+
+_NEIGHBOURHOOD = 11  # lags around the peak left out of the background energy (Goljan et al. 2009)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How an image was turned from the detector's frame: a left-right mirror (first), then
+    ``quarter_turns`` counter-clockwise quarter turns (``np.rot90``)."""
+
+    name: str
+    quarter_turns: int
+    mirrored: bool
+
+    def to_image(self, a: np.ndarray) -> np.ndarray:
+        """The detector-oriented array as the image shows it."""
+        return np.rot90(a[:, ::-1] if self.mirrored else a, self.quarter_turns)
+
+    def to_detector(self, a: np.ndarray) -> np.ndarray:
+        """The image-oriented array back in the detector's orientation (inverse of :meth:`to_image`)."""
+        b = np.rot90(a, -self.quarter_turns)
+        return b[:, ::-1] if self.mirrored else b
+
+    def point_to_image(self, row: int, col: int, shape: tuple[int, int]) -> tuple[int, int]:
+        """Where pixel ``(row, col)`` of a detector-oriented array of ``shape`` lands in the image."""
+        h, w = shape
+        if self.mirrored:
+            col = w - 1 - col
+        for _ in range(self.quarter_turns % 4):  # np.rot90: new[i, j] = old[j, w - 1 - i]
+            row, col, h, w = w - 1 - col, row, w, h
+        return row, col
+
+
+# The table of D4, in the order searched (the first is the native orientation).
+ORIENTATIONS: tuple[Orientation, ...] = (
+    Orientation("as acquired", 0, False),
+    Orientation("mirrored left-right", 0, True),
+    Orientation("rotated 180 degrees", 2, False),
+    Orientation("mirrored top-bottom", 2, True),
+    Orientation("rotated 90 degrees counter-clockwise", 1, False),
+    Orientation("rotated 90 degrees clockwise", 3, False),
+    Orientation("transposed (mirrored about the main diagonal)", 1, True),
+    Orientation("mirrored about the anti-diagonal", 3, True),
+)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The best position found: the image, turned back by ``orientation``, covers detector rows
+    ``row .. row + height - 1`` and columns ``col .. col + width - 1`` (``height`` x ``width`` in the
+    detector's orientation). ``found``: its PCE reaches the threshold for ``positions`` searched."""
+
+    orientation: Orientation
+    row: int
+    col: int
+    height: int
+    width: int
+    pce: float
+    threshold: float
+    positions: int
+
+    @property
+    def found(self) -> bool:
+        return self.pce >= self.threshold
+
+    @property
+    def native(self) -> bool:
+        """The detector's own frame as it was acquired (nothing to re-place)."""
+        return self.orientation is ORIENTATIONS[0] and self.row == 0 and self.col == 0
+
+    def describe(self, detector: tuple[int, int]) -> str:
+        turned = "" if self.orientation is ORIENTATIONS[0] else self.orientation.name
+        whole = (self.height, self.width) == tuple(detector)
+        cropped = "" if whole else (f"cropped to detector rows {self.row}-{self.row + self.height - 1}, "
+                                    f"columns {self.col}-{self.col + self.width - 1}")
+        return ", ".join(p for p in (turned, cropped) if p) or "as acquired"
+
+
+class PlacementSearch:
+    """``search(frame)`` -> the best :class:`Placement` of ``frame`` on the detector whose
+    fingerprint ``pattern`` is given, or ``None`` when the frame fits in no orientation (larger
+    than the detector). ``pfa``: the chance that an image of another detector is placed, over
+    the whole search; ``min_pce``: the threshold never goes below it (the native check's)."""
+
+    def __init__(self, pattern: np.ndarray, multiplicative: bool = False, pfa: float = 1e-6,
+                 min_pce: float = 50.0) -> None:
+        if pattern.ndim != 2 or not 0.0 < pfa < 1.0 or min_pce <= 0:
+            raise ForensicsError("placement search: a 2-D pattern, pfa in (0, 1) and min_pce > 0 are required")
+        self.pattern = pattern
+        self.multiplicative = multiplicative
+        self.pfa = pfa
+        self.min_pce = min_pce
+        h, w = pattern.shape
+        self._fft_shape = (sfft.next_fast_len(h, real=True), sfft.next_fast_len(w, real=True))
+        self._spectrum: np.ndarray | None = None  # the pattern's, computed on the first search
+
+    def threshold(self, positions: int) -> float:
+        """PCE that fewer than ``pfa`` of foreign images reach at their best of ``positions``."""
+        return max(self.min_pce, float(norm.isf(self.pfa / max(positions, 1))) ** 2)
+
+    def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS) -> Placement | None:
+        residual = noise_residual(np.asarray(frame, dtype=np.float32))
+        if self.multiplicative:
+            residual = residual * frame
+        if self._spectrum is None:
+            self._spectrum = sfft.rfft2(self.pattern, s=self._fft_shape)
+        best: tuple[float, Orientation, int, int, int, int] | None = None
+        positions = 0
+        dh, dw = self.pattern.shape
+        for o in orientations:
+            u = o.to_detector(residual)
+            h, w = u.shape
+            if h > dh or w > dw:
+                continue
+            positions += (dh - h + 1) * (dw - w + 1)
+            pce, row, col = _best_offset(u, self._spectrum, self._fft_shape, (dh - h + 1, dw - w + 1))
+            if best is None or pce > best[0]:
+                best = (pce, o, row, col, h, w)
+        if best is None:
+            return None
+        pce, o, row, col, h, w = best
+        return Placement(o, row, col, h, w, pce, self.threshold(positions), positions)
+
+
+def _best_offset(u: np.ndarray, spectrum: np.ndarray, shape: tuple[int, int],
+                 valid: tuple[int, int]) -> tuple[float, int, int]:
+    """(PCE, row, col) of the largest correlation ``sum u[y, x] K[y + row, x + col]`` over offsets
+    where ``u`` lies wholly inside the pattern; the background is the whole (circular) surface."""
+    c = sfft.irfft2(np.conj(sfft.rfft2(u, s=shape)) * spectrum, s=shape)
+    inside = c[: valid[0], : valid[1]]
+    row, col = (int(v) for v in np.unravel_index(int(np.argmax(inside)), inside.shape))
+    peak = float(inside[row, col])
+    energy = c * c
+    half = _NEIGHBOURHOOD // 2
+    rows = np.arange(row - half, row + half + 1) % shape[0]
+    cols = np.arange(col - half, col + half + 1) % shape[1]
+    near = float(energy[np.ix_(rows, cols)].sum())
+    background = (float(energy.sum()) - near) / max(energy.size - _NEIGHBOURHOOD**2, 1)
+    return float(np.sign(peak) * peak * peak / max(background, 1e-30)), row, col
+

@@ -1,0 +1,135 @@
+"""User stories for the fingerprint placement search: a device's images that left the detector
+rotated, mirrored or cropped are still recognised and checked where they lie; other detectors'
+images are not placed. Physics simulator, small panels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from edge_agent.forensics import FingerprintCheck, enroll
+from edge_agent.forensics.placement import ORIENTATIONS, PlacementSearch
+from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like, splice
+from edge_agent.tiling import grid_tiles, tiles_to_full
+
+SHAPE = (256, 384)
+
+
+@pytest.fixture(scope="module")
+def panels() -> tuple[Panel, Panel]:
+    return Panel(PanelSpec(41, shape=SHAPE)), Panel(PanelSpec(42, shape=SHAPE))
+
+
+@pytest.fixture()
+def check(panels: tuple[Panel, Panel]) -> FingerprintCheck:
+    # a new check per test: it remembers the last placement it found
+    return FingerprintCheck(_fingerprint(panels[0]))
+
+
+_FP: dict[int, object] = {}
+
+
+def _fingerprint(panel: Panel):
+    if panel.spec.seed not in _FP:
+        rng = np.random.default_rng(1)
+        _FP[panel.spec.seed] = enroll(panel.acquire(rng) for _ in range(12)).quantised(8)
+    return _FP[panel.spec.seed]
+
+
+def _point(finding, code: str) -> tuple[int, int]:
+    why = next(r.message for r in finding.reasons if r.code == code)
+    row, col = (int(v) for v in re.search(r"row (\d+), column (\d+)", why).groups())
+    return row, col
+
+
+def test_the_eight_orientations_are_distinct_and_each_turns_back_exactly() -> None:
+    a = np.arange(5 * 7).reshape(5, 7)
+    seen = set()
+    for o in ORIENTATIONS:
+        img = o.to_image(a)
+        np.testing.assert_array_equal(o.to_detector(img), a)
+        seen.add(img.tobytes() + bytes(img.shape))
+        for r, c in ((0, 0), (4, 6), (2, 5)):
+            y, x = o.point_to_image(r, c, a.shape)
+            assert img[y, x] == a[r, c], o.name
+    assert len(seen) == 8
+
+
+def test_the_threshold_rises_with_the_number_of_positions_searched_and_never_falls_below_the_native_one() -> None:
+    s = PlacementSearch(np.zeros((64, 64), np.float32), min_pce=50.0)
+    assert s.threshold(1) == 50.0
+    assert s.threshold(10**9) > s.threshold(10**7) > 50.0
+
+
+@pytest.mark.parametrize("o", ORIENTATIONS[1:], ids=lambda o: o.name)
+def test_a_mirrored_or_rotated_image_of_this_detector_is_recognised_not_called_foreign(check, panels, o) -> None:
+    img = np.ascontiguousarray(o.to_image(panels[0].acquire(np.random.default_rng(2))))
+    finding = check.check(img)
+    assert finding.flagged_codes == ("fingerprint.placed",)
+    assert o.name in finding.reasons[0].message
+    assert finding.score is not None and finding.score < 0.05
+
+
+def test_an_image_cropped_to_the_collimated_field_is_placed_and_checked_there(check, panels) -> None:
+    img = panels[0].acquire(np.random.default_rng(3))[37:237, 51:331]
+    finding = check.check(np.ascontiguousarray(img))
+    assert finding.flagged_codes == ("fingerprint.placed",)
+    assert "cropped to detector rows 37-236, columns 51-330" in finding.reasons[0].message
+    assert finding.score is not None and finding.score < 0.05
+    assert finding.heat is not None and finding.heat.shape[0] == len(grid_tiles(img, 256, 64)[1])
+
+
+def test_another_detectors_image_mirrored_is_still_absent_and_its_crop_is_not_placed(check, panels) -> None:
+    rng = np.random.default_rng(4)
+    mirrored = check.check(np.ascontiguousarray(panels[1].acquire(rng)[:, ::-1]))
+    assert mirrored.flagged_codes == ("fingerprint.absent",)
+    assert mirrored.score is not None and mirrored.score > 0.9
+    assert "nor rotated, mirrored or shifted" in mirrored.reasons[0].message
+    crop = check.check(np.ascontiguousarray(panels[1].acquire(rng)[20:220, 40:340]))
+    assert crop.flagged_codes == ("fingerprint.geometry_mismatch",) and crop.score is None
+    assert "no crop position, rotation or mirror" in crop.reasons[0].message
+
+
+def test_another_detectors_whole_frame_turned_a_quarter_is_absent(check, panels) -> None:
+    finding = check.check(np.ascontiguousarray(np.rot90(panels[1].acquire(np.random.default_rng(8)))))
+    assert finding.flagged_codes == ("fingerprint.absent",)
+    assert finding.score is not None and finding.score > 0.9
+
+
+def test_a_generated_image_cropped_and_rotated_is_not_placed(check) -> None:
+    img = np.rot90(generated_like(np.random.default_rng(5), SHAPE, "physics_noise")[10:240, 30:330])
+    finding = check.check(np.ascontiguousarray(img))
+    assert "fingerprint.placed" not in finding.flagged_codes
+
+
+def test_a_splice_in_a_cropped_rotated_image_is_pointed_at_in_the_images_own_coordinates(check, panels) -> None:
+    rng = np.random.default_rng(6)
+    forged, mask = splice(panels[0].acquire(rng), panels[1].acquire(rng), rng, size=(90, 120))
+    o = ORIENTATIONS[5]  # rotated 90 degrees clockwise
+    img = np.ascontiguousarray(o.to_image(forged[8:250, 12:372]))
+    seen_mask = np.ascontiguousarray(o.to_image(mask[8:250, 12:372]))
+    tiles, origins = grid_tiles(img, 256, 64)
+    finding = check.check(img, tiles, origins)
+    assert finding.flagged_codes[0] == "fingerprint.placed" and "fingerprint.local_mismatch" in finding.flagged_codes
+    row, col = _point(finding, "fingerprint.local_mismatch")
+    assert seen_mask[row, col]
+    heat = tiles_to_full(finding.heat, origins, 256, img.shape, 0.0)
+    assert heat[seen_mask].mean() > 3 * max(heat[~seen_mask].mean(), 1e-3)
+
+
+def test_a_device_that_always_crops_the_same_way_pays_for_the_search_once(check, panels, monkeypatch) -> None:
+    calls = []
+    real = PlacementSearch.search
+
+    def counted(self, frame, *a, **k):
+        calls.append(frame.shape)
+        return real(self, frame, *a, **k)
+
+    monkeypatch.setattr(PlacementSearch, "search", counted)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        finding = check.check(np.ascontiguousarray(panels[0].acquire(rng)[16:240, 24:360][:, ::-1]))
+        assert finding.flagged_codes == ("fingerprint.placed",)
+    assert len(calls) == 1
