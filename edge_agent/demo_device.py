@@ -7,7 +7,8 @@ Poisson quanta, scintillator blur, gain and offset maps, defect pixels, line noi
 acquisitions teach the device its noise profile and fingerprint (:func:`~edge_agent.learn_cmd.learn_device`,
 what ``edge-agent learn`` runs); then it writes, as DX DICOM files claiming this device:
 
-* two new authentic exposures (they pass),
+* two new authentic exposures (they pass), one of them mirrored and cropped to the collimated field
+  as a console delivers a view (the fingerprint is found where it lies on the detector),
 * an exposure of another panel of the same model (its fingerprint is absent),
 * an exposure with a region pasted in from the other panel (the fingerprint is missing there;
   the heat map marks it in cyan),
@@ -61,8 +62,11 @@ def make_device(device_dir: Path, images: Path, seed: int = 7, enrolment_images:
     (device_dir / "noise-profile.json").write_text(learned.profile_json)
     (device_dir / "fingerprint.bin").write_bytes(learned.fingerprint_bytes)
     images.mkdir(parents=True, exist_ok=True)
-    for i in range(2):
-        (images / f"authentic-{i + 1}.dcm").write_bytes(_dx_dicom(this.acquire(rng)))
+    (images / "authentic.dcm").write_bytes(_dx_dicom(this.acquire(rng)))
+    # as a console delivers a view: mirrored and cropped to the collimated field (the fingerprint
+    # check finds where it lies on the detector)
+    turned = np.ascontiguousarray(this.acquire(rng)[96:704, 160:960][:, ::-1])
+    (images / "authentic-mirrored-cropped.dcm").write_bytes(_dx_dicom(turned))
     (images / "other-detector.dcm").write_bytes(_dx_dicom(other.acquire(rng)))
     forged, _ = splice(this.acquire(rng), other.acquire(rng), rng)
     (images / "spliced-region.dcm").write_bytes(_dx_dicom(forged))

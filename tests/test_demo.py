@@ -54,8 +54,10 @@ def test_new_user_runs_the_demo_and_sees_every_image_verified_by_the_collector_a
     scan_table = proc.stdout.split("demo: the whole loop", 1)[0]
     rows = {line.split()[-1].rsplit("/", 1)[-1]: line for line in scan_table.splitlines()
             if "/images/this-device/" in line}
-    assert set(rows) == {"authentic-1.dcm", "authentic-2.dcm", "other-detector.dcm", "spliced-region.dcm",
+    assert set(rows) == {"authentic.dcm", "authentic-mirrored-cropped.dcm", "other-detector.dcm", "spliced-region.dcm",
                          "generated-uniform-grain.dcm"}, scan_table
+    for name in ("authentic.dcm", "authentic-mirrored-cropped.dcm"):  # a view the console turned and cropped passes too
+        assert rows[name].split()[0] == "authentic", scan_table
     assert "does not carry this detector's fingerprint" in scan_table.split("other-detector.dcm", 1)[1].split("\n")[1]
     assert "fingerprint is missing around" in scan_table.split("spliced-region.dcm", 1)[1].split("\n")[1]
     assert "noise does not rise with signal" in scan_table.split("generated-uniform-grain.dcm", 1)[1].split("\n")[1]
