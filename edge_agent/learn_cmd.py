@@ -111,10 +111,14 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         modality = modality or ""
         if acquired is not None and shapes and acquired not in shapes:
             flat = shapes.most_common(1)[0][0]
+            fits = min(acquired) <= min(flat) and max(acquired) <= max(flat)  # inside it, in some orientation
             notes.append(f"the acquisitions are {acquired[0]}x{acquired[1]} but the flat-field frames "
-                         f"{flat[0]}x{flat[1]}: images of the acquisitions' size will not be checked against the "
-                         "fingerprint (fingerprint.geometry_mismatch); enrol from frames at the size the detector "
-                         "delivers")
+                         f"{flat[0]}x{flat[1]}: " + (
+                             "images of the acquisitions' size are checked where the search finds them inside the "
+                             "flat-field frame (a crop, turned or mirrored: fingerprint.placed), and not at all if "
+                             "they were scaled" if fits else
+                             "images of the acquisitions' size will not be checked against the fingerprint "
+                             "(fingerprint.geometry_mismatch)") + "; enrol from frames at the size the detector delivers")
     assert source is not None
     if not shapes:
         raise ForensicsError("no usable frame to enrol the fingerprint from")
