@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pydicom
@@ -82,9 +83,25 @@ def test_cr_storage_object_claiming_modality_ct_is_a_hand_assembled_header():
     assert "metadata.sop_class_modality_mismatch" in codes
 
 
-def test_dx_exposure_without_kvp_or_imager_pixel_spacing_is_missing_what_a_detector_writes():
-    assert "metadata.acquisition_attributes_missing" in _codes(_dx(KVP=None))
+def test_dx_exposure_without_imager_pixel_spacing_is_missing_what_the_standard_requires():
     assert "metadata.acquisition_attributes_missing" in _codes(_dx(ImagerPixelSpacing=None))
+    assert "metadata.acquisition_attributes_missing" in _codes(_dx(ImagerPixelSpacing=None), identity=None)
+
+
+def test_a_retrofit_panel_that_writes_no_kvp_is_not_flagged_unless_its_device_says_it_always_writes_one():
+    # kVp is optional in the DX IOD; a panel not coupled to the generator does not know it
+    assert _codes(_dx(KVP=None, ExposureTime=None)) == set()
+    assert _codes(_dx(KVP=None), identity=None) == set()
+    ours = dataclasses.replace(IDENTITY, writes=("KVP", "ExposureTime"))
+    assert _codes(_dx(), ours) == set()
+    finding = check_metadata(_dx(KVP=None), ours, NOW)
+    assert finding.flagged_codes == ("metadata.acquisition_attributes_missing",)
+    assert "without KVP, which every exposure of this device writes" in finding.reasons[0].message
+
+
+def test_a_device_identity_naming_an_attribute_that_does_not_exist_is_refused():
+    with pytest.raises(ValueError, match="KVPP"):
+        DeviceIdentity(writes=("KVPP",))
 
 
 def test_secondary_capture_image_type_on_an_exposure_is_flagged_and_derived_only_when_device_writes_original():

@@ -41,7 +41,10 @@ class DeviceIdentity:
     the UIDs the device generates (PS3.5 sec. 9: an organisation root, then the device's suffix);
     ``writes_original``: the device marks its exposures ORIGINAL (then DERIVED is suspicious);
     ``fresh``: images are checked as they leave the detector (then an acquisition dated before
-    its study is impossible - in archives, re-dating by anonymisation makes it common)."""
+    its study is impossible - in archives, re-dating by anonymisation makes it common);
+    ``writes``: DICOM keywords every exposure of this device carries beyond what the standard
+    requires (e.g. ``KVP``, ``ExposureInuAs``, ``DetectorID``): missing on an image claiming to be
+    its acquisition, they are evidence of a hand-made header."""
 
     manufacturer: str = ""
     model: str = ""
@@ -50,8 +53,16 @@ class DeviceIdentity:
     uid_roots: tuple[str, ...] = ()
     writes_original: bool = False
     fresh: bool = True
+    writes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        from pydicom.datadict import tag_for_keyword
+
+        if isinstance(self.writes, str) or not all(isinstance(k, str) for k in self.writes):
+            raise ValueError(f"writes: expected a list of attribute keywords such as [KVP], got {self.writes!r}")
+        for keyword in self.writes:
+            if tag_for_keyword(keyword) is None:
+                raise ValueError(f"writes: {keyword!r} is not a DICOM attribute keyword (PS3.6)")
         for root in self.uid_roots:
             if not re.fullmatch(r"[0-9]+(\.[0-9]+)*\.?", root) or len(root) > 64:
                 raise ValueError(f"UID root {root!r} is not a dotted-decimal prefix (PS3.5 sec. 9)")
@@ -99,14 +110,15 @@ _PROJECTION_XRAY = frozenset({"CR", "DX", "MG", "IO", "PX", "RF", "XA"})
 # C.7.6.16), not at the top level, so the top-level attribute rule skips them.
 _ENHANCED = frozenset({"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4.1"})
 
-# What an exposure writes, per modality, and why it is required. CR is deliberately empty: a CR
-# reader is not coupled to the generator, and real CR files (Fuji RG3 in pydicom-data) carry
-# neither kVp nor exposure nor spacing.
+# What the standard requires an exposure to write, per modality (Type 1 or 2: a conformant object
+# always has it). Optional attributes are not here: CR readers and retrofit DR panels are not
+# coupled to the generator and write no kVp or exposure (the real Fuji CR file RG3 in pydicom-data
+# carries neither kVp nor exposure nor spacing), so requiring them by default flags real images.
+# A device that always writes them says so in its identity (``DeviceIdentity.writes``).
 _ACQUISITION_ATTRIBUTES: dict[str, tuple[tuple[str, ...], ...]] = {
-    # DX Detector module C.8.11.4: Imager Pixel Spacing is Type 1; kVp is what every DX exposure
-    # records (X-Ray Acquisition Dose module, Type 3 in the IOD, universal in practice).
-    "DX": (("ImagerPixelSpacing",), ("KVP",)),
-    "MG": (("ImagerPixelSpacing",), ("KVP",)),
+    # DX Detector module C.8.11.4 (DX, MG and IO IODs): Imager Pixel Spacing is Type 1.
+    "DX": (("ImagerPixelSpacing",),),
+    "MG": (("ImagerPixelSpacing",),),
     "IO": (("ImagerPixelSpacing",),),
     # CT Image module C.8.2.1: KVP is Type 2 (present, may be empty).
     "CT": (("KVP",),),
@@ -182,8 +194,11 @@ def _acquisition_attributes(ds: Dataset, ident: DeviceIdentity | None, now: dt.d
     modality = _text(ds, "Modality").upper()
     missing = [" or ".join(group) for group in _ACQUISITION_ATTRIBUTES.get(modality, ())
                if not any(k in ds for k in group)]
+    own = [k for k in (ident.writes if ident is not None else ()) if k not in ds and k not in missing]
     if missing:
-        return f"a {modality} exposure without {', '.join(missing)}, which real acquisitions write"
+        return f"a {modality} exposure without {', '.join(missing + own)}, which the standard requires it to write"
+    if own:
+        return f"an exposure without {', '.join(own)}, which every exposure of this device writes"
     return None
 
 
