@@ -148,7 +148,14 @@ class Evidence:
 
             out.append(_guarded("physics", physics))
         if fingerprint is not None:
-            out.append(_guarded("fingerprint", lambda: fingerprint.check(frame, tiles, origins)))
+            def fingerprint_layer() -> LayerFinding:
+                from .forensics.placement import declared_placement
+
+                declared = (None if decoded.dataset is None else
+                            declared_placement(decoded.dataset, frame.shape, fingerprint.fingerprint.shape))
+                return fingerprint.check(frame, tiles, origins, declared)
+
+            out.append(_guarded("fingerprint", fingerprint_layer))
         if (copy := self._copy) is not None:
             out.append(_guarded("copy", lambda: copy.check(frame, tiles, origins)))
         return FrameEvidence(out, measured[0])

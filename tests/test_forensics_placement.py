@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_agent.forensics import FingerprintCheck, enroll
-from edge_agent.forensics.placement import ORIENTATIONS, PlacementSearch
+from edge_agent.forensics.placement import ORIENTATIONS, PlacementSearch, declared_placement
 from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like, splice
 from edge_agent.tiling import grid_tiles, tiles_to_full
 
@@ -133,3 +133,49 @@ def test_a_device_that_always_crops_the_same_way_pays_for_the_search_once(check,
         finding = check.check(np.ascontiguousarray(panels[0].acquire(rng)[16:240, 24:360][:, ::-1]))
         assert finding.flagged_codes == ("fingerprint.placed",)
     assert len(calls) == 1
+
+
+def _header(origin: tuple[int, int], rotation: int, flip: bool):
+    from pydicom.dataset import Dataset
+
+    ds = Dataset()
+    ds.FieldOfViewOrigin = list(origin)
+    ds.FieldOfViewRotation = str(rotation)
+    ds.FieldOfViewHorizontalFlip = "YES" if flip else "NO"
+    return ds
+
+
+def test_the_dicom_field_of_view_attributes_name_the_same_turns_as_the_search() -> None:
+    # PS3.3 C.8.11.4.1.1: rotate clockwise, then flip horizontally
+    a = np.arange(6).reshape(2, 3)
+    for o in ORIENTATIONS:
+        rotation, flip = o.dicom()
+        shown = np.rot90(a, -rotation // 90)
+        np.testing.assert_array_equal(o.to_image(a), shown[:, ::-1] if flip else shown)
+        p = declared_placement(_header((3, 4), rotation, flip), o.to_image(a).shape, (10, 10))
+        assert p is not None and p.orientation is o and (p.row, p.col, p.height, p.width) == (3, 4, 2, 3)
+    assert declared_placement(_header((9, 9), 0, False), (2, 3), (10, 10)) is None  # off the detector
+    assert declared_placement(_header((0, 0), 45, False), (2, 3), (10, 10)) is None  # not a quarter turn
+
+
+def test_a_crop_whose_header_declares_its_field_of_view_is_checked_there_without_a_search(check, panels, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(PlacementSearch, "search", lambda self, frame, *a, **k: calls.append(1))
+    o = ORIENTATIONS[5]  # rotated 90 degrees clockwise
+    img = np.ascontiguousarray(o.to_image(panels[0].acquire(np.random.default_rng(9))[30:230, 40:360]))
+    rotation, flip = o.dicom()
+    declared = declared_placement(_header((30, 40), rotation, flip), img.shape, SHAPE)
+    finding = check.check(img, declared=declared)
+    assert finding.flagged_codes == ("fingerprint.placed",) and calls == []
+    assert "where its header's Field of View places it" in finding.reasons[0].message
+    assert "Field of View Origin 30\\40, Rotation 90, Horizontal Flip NO" in finding.reasons[0].message
+
+
+def test_a_header_that_places_the_image_elsewhere_than_its_pixels_lie_is_noted(check, panels) -> None:
+    img = np.ascontiguousarray(panels[0].acquire(np.random.default_rng(10))[37:237, 51:331])
+    declared = declared_placement(_header((0, 0), 0, False), img.shape, SHAPE)
+    finding = check.check(img, declared=declared)
+    assert finding.flagged_codes == ("fingerprint.placed", "fingerprint.header_placement_differs")
+    assert "Origin 0\\0" in finding.reasons[1].message and "Origin 37\\51" in finding.reasons[1].message
+    foreign = np.ascontiguousarray(panels[1].acquire(np.random.default_rng(11))[37:237, 51:331])
+    assert "fingerprint.header_placement_differs" not in check.check(foreign, declared=declared).flagged_codes

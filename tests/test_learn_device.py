@@ -188,7 +188,10 @@ def test_this_devices_images_mirrored_rotated_or_cropped_at_the_console_still_pa
     for name, turn in views.items():
         for who, panel in (("ours", ours), ("theirs", theirs)):
             px = np.ascontiguousarray(turn(np.round(panel.acquire(rng) * 4095).astype(np.uint16)))
-            save(new_image(px, bits_stored=12, Modality="DX"), folder / f"{who}-{name}.dcm")
+            # the collimated view declares where it lies (DX Detector module, PS3.3 C.8.11.4.1.1)
+            fov = {"FieldOfViewOrigin": [40, 60], "FieldOfViewRotation": "0", "FieldOfViewHorizontalFlip": "NO"}
+            save(new_image(px, bits_stored=12, Modality="DX", **(fov if name == "collimated" else {})),
+                 folder / f"{who}-{name}.dcm")
     scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "console", cwd=work)
     verdicts = {v["path"]: v for v in map(json.loads, scan.stdout.splitlines())}
     assert len(verdicts) == 6, scan.stderr
@@ -196,8 +199,11 @@ def test_this_devices_images_mirrored_rotated_or_cropped_at_the_console_still_pa
         v = verdicts[f"console/ours-{name}.dcm"]
         codes = {r["code"] for r in v["reasons"]}
         assert v["verdict"] == "authentic" and "fingerprint.placed" in codes, v
+        assert "fingerprint.header_placement_differs" not in codes, v
         other = {r["code"] for r in verdicts[f"console/theirs-{name}.dcm"]["reasons"]}
         assert "fingerprint.placed" not in other, other
+    placed = next(r["message"] for r in verdicts["console/ours-collimated.dcm"]["reasons"] if r["code"] == "fingerprint.placed")
+    assert "where its header's Field of View places it" in placed
 
 
 def test_the_heatmap_marks_where_a_region_from_another_detector_was_pasted(learned) -> None:

@@ -53,7 +53,7 @@ from ..errors import ForensicsError
 from ..tiling import full_to_tiles, grid_origins, grid_tiles, tiles_to_full
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
-from .placement import Placement, PlacementSearch
+from .placement import ORIENTATIONS, Placement, PlacementSearch
 from .residual import WB, background_energy, cells, intact_blocks, noise_residual, spectrum_multiplicity, wiener_weight
 
 __all__ = [
@@ -404,13 +404,39 @@ class FingerprintCheck:
                                  "until numba supports it") from None
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
-              origins: Sequence[tuple[int, int]] | None = None) -> LayerFinding:
+              origins: Sequence[tuple[int, int]] | None = None, declared: Placement | None = None) -> LayerFinding:
         """The layer's finding: score in [0, 1], reasons, and a per-tile mismatch heat map.
 
         An image whose size differs from the detector's, or which lacks the fingerprint where it
         should be, is looked for at every crop position, rotation and mirror of the detector's frame
-        (:mod:`.placement`, unless ``placement`` is off); once placed it is checked there."""
+        (:mod:`.placement`, unless ``placement`` is off); once placed it is checked there.
+        ``declared``: where the image's header says it lies (DICOM Field of View, PS3.3
+        C.8.11.4.1.1; :func:`.placement.declared_placement`), tried before any search; pixels that
+        lie elsewhere get a ``fingerprint.header_placement_differs`` note."""
         at = list(origins) if origins is not None else self._origins(frame)
+        if declared is not None and not declared.native and self.placement:
+            found = self._measure_placed(frame, at, declared, "where its header's Field of View places it")
+            if found is not None:
+                self._recent = declared
+                return found
+        finding = self._check(frame, tiles, origins, at)
+        codes = finding.flagged_codes
+        if "fingerprint.placed" in codes:
+            found = self._recent
+        elif finding.score is not None and "fingerprint.absent" not in codes:
+            found = Placement(ORIENTATIONS[0], 0, 0, *self.fingerprint.shape, math.nan, math.nan, 1)
+        else:
+            found = None  # not this detector's pattern anywhere: nothing to compare the header with
+        if declared is not None and found is not None and not found.same_place(declared):
+            where = found.describe(self.fingerprint.shape)
+            finding = LayerFinding("fingerprint", finding.score, finding.reasons + (Reason(
+                "fingerprint.header_placement_differs",
+                f"the header places the image at {declared.describe(self.fingerprint.shape)}, its pixels carry the "
+                f"detector's pattern {where}: the header was written for another cut of the image"),), finding.heat)
+        return finding
+
+    def _check(self, frame: np.ndarray, tiles: np.ndarray | None, origins: Sequence[tuple[int, int]] | None,
+               at: list[tuple[int, int]]) -> LayerFinding:
         if tuple(frame.shape) != self.fingerprint.shape:
             placed, tried = self._check_placed(frame, at)
             if placed is not None:
@@ -491,18 +517,18 @@ class FingerprintCheck:
         for attempt in range(2):
             if attempt == 1:
                 tried = self._searcher().search(frame)
-                if tried is None or not tried.found or tried.native or tried == recent:
+                if tried is None or not tried.found or tried.native or (recent is not None and tried.same_place(recent)):
                     return None, tried
                 candidates = [tried]
             for p in candidates:
-                finding = self._measure_placed(frame, origins, p)
+                finding = self._measure_placed(frame, origins, p, "checked at that position")
                 if finding is not None:
                     self._recent = p
                     return finding, tried
         return None, tried
 
     def _measure_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]],
-                        p: Placement) -> LayerFinding | None:
+                        p: Placement, how: str) -> LayerFinding | None:
         """The check of ``frame`` turned back and laid on the detector at ``p``; ``None`` when the
         fingerprint is not present there after all (the native verdict stands)."""
         sub = self._sub_check(p)
@@ -516,7 +542,7 @@ class FingerprintCheck:
         score, reasons = sub._judge(m, sub_origins, lambda r, c: p.orientation.point_to_image(r, c, det.shape))
         reasons.insert(0, Reason("fingerprint.placed", (
             f"the image is this detector's frame, {p.describe(self.fingerprint.shape)} (PCE {m.pce:.0f} there); "
-            "checked at that position")))
+            f"{how}")))
         heat = None
         if (h := sub._heat(m)) is not None:
             full = p.orientation.to_image(tiles_to_full(h, sub_origins, sub.tile, det.shape, 0.0))

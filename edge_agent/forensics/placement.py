@@ -16,6 +16,12 @@ this detector" the correlation at each position is ~N(0, sigma^2), so the larges
 exceeds ``sqrt(t) sigma`` with probability at most ``S Q(sqrt(t))`` (Bonferroni): the threshold is
 raised for the number of positions searched, and never set below the native check's own.
 Scaling (binning, resampling) is not searched: a scaled image is not placed.
+
+DICOM describes the same relation for DX, MG and IO images (DX Detector module, PS3.3 C.8.11.4 and
+C.8.11.4.1.1): Field of View Origin (0018,7030) is the row and column of the stored pixels' top-left
+corner on the physical detector before rotation or flipping, Field of View Rotation (0018,7032) a
+clockwise turn of 0, 90, 180 or 270 degrees, Field of View Horizontal Flip (0018,7034) a mirror
+applied after the turn. :func:`declared_placement` reads them; the check tries that placement first.
 """
 
 from __future__ import annotations
@@ -24,12 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from ..errors import ForensicsError
 from .residual import noise_residual
 
-__all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch"]
+__all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch", "declared_placement"]
 
 _NEIGHBOURHOOD = 11  # lags around the peak left out of the background energy (Goljan et al. 2009)
 
@@ -52,6 +58,11 @@ class Orientation:
         b = np.rot90(a, -self.quarter_turns)
         return b[:, ::-1] if self.mirrored else b
 
+    def dicom(self) -> tuple[int, bool]:
+        """(Field of View Rotation in degrees clockwise, Field of View Horizontal Flip) of PS3.3
+        C.8.11.4.1.1: turn clockwise first, then mirror."""
+        return _DICOM[self.name]
+
     def point_to_image(self, row: int, col: int, shape: tuple[int, int]) -> tuple[int, int]:
         """Where pixel ``(row, col)`` of a detector-oriented array of ``shape`` lands in the image."""
         h, w = shape
@@ -73,6 +84,41 @@ ORIENTATIONS: tuple[Orientation, ...] = (
     Orientation("transposed (mirrored about the main diagonal)", 1, True),
     Orientation("mirrored about the anti-diagonal", 3, True),
 )
+
+
+def _dicom_table() -> dict[str, tuple[int, bool]]:
+    """Each orientation's DICOM (rotation, flip), found by applying both to one asymmetric array."""
+    a = np.arange(6).reshape(2, 3)
+    out = {}
+    for rotation in (0, 90, 180, 270):
+        for flip in (False, True):
+            shown = np.rot90(a, -rotation // 90)
+            shown = shown[:, ::-1] if flip else shown
+            o = next(o for o in ORIENTATIONS if o.to_image(a).shape == shown.shape and (o.to_image(a) == shown).all())
+            out[o.name] = (rotation, flip)
+    return out
+
+
+_DICOM = _dicom_table()
+
+
+def declared_placement(dataset: object, image_shape: tuple[int, int], detector: tuple[int, int]) -> Placement | None:
+    """The placement a DX/MG/IO header declares (PS3.3 C.8.11.4.1.1), or ``None`` when it declares
+    none, declares one that does not fit the detector, or is malformed (then the search decides)."""
+    origin = getattr(dataset, "FieldOfViewOrigin", None)
+    if origin is None:
+        return None
+    try:
+        row, col = (int(v) for v in origin)
+        rotation = int(getattr(dataset, "FieldOfViewRotation", 0) or 0) % 360
+        flip = str(getattr(dataset, "FieldOfViewHorizontalFlip", "NO") or "NO").strip().upper() == "YES"
+        o = next(o for o in ORIENTATIONS if o.dicom() == (rotation, flip))
+    except (TypeError, ValueError, StopIteration):
+        return None
+    height, width = o.to_detector(np.empty(image_shape, np.bool_)).shape
+    if row < 0 or col < 0 or row + height > detector[0] or col + width > detector[1]:
+        return None
+    return Placement(o, row, col, height, width, pce=float("nan"), threshold=float("nan"), positions=1)
 
 
 @dataclass(frozen=True)
@@ -104,7 +150,14 @@ class Placement:
         whole = (self.height, self.width) == tuple(detector)
         cropped = "" if whole else (f"cropped to detector rows {self.row}-{self.row + self.height - 1}, "
                                     f"columns {self.col}-{self.col + self.width - 1}")
-        return ", ".join(p for p in (turned, cropped) if p) or "as acquired"
+        rotation, flip = self.orientation.dicom()
+        dicom = (f"DICOM Field of View Origin {self.row}\\{self.col}, Rotation {rotation}, "
+                 f"Horizontal Flip {'YES' if flip else 'NO'}")
+        return (", ".join(p for p in (turned, cropped) if p) or "as acquired") + f" ({dicom})"
+
+    def same_place(self, other: Placement) -> bool:
+        return (self.orientation, self.row, self.col, self.height, self.width) == (
+            other.orientation, other.row, other.col, other.height, other.width)
 
 
 class PlacementSearch:
@@ -127,7 +180,7 @@ class PlacementSearch:
 
     def threshold(self, positions: int) -> float:
         """PCE that fewer than ``pfa`` of foreign images reach at their best of ``positions``."""
-        return max(self.min_pce, float(norm.isf(self.pfa / max(positions, 1))) ** 2)
+        return max(self.min_pce, float(-ndtri(self.pfa / max(positions, 1))) ** 2)  # Q^-1(p) = -Phi^-1(p)
 
     def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS) -> Placement | None:
         residual = noise_residual(np.asarray(frame, dtype=np.float32))
