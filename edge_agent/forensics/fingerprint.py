@@ -415,12 +415,13 @@ class FingerprintCheck:
         lie elsewhere get a ``fingerprint.header_placement_differs`` note."""
         at = list(origins) if origins is not None else self._origins(frame)
         if declared is not None and not declared.native and self.placement:
-            found = self._measure_placed(frame, at, declared, "where its header's Field of View places it")
-            if found is not None:
+            at_header = self._measure_placed(frame, at, declared, "where its header's Field of View places it")
+            if at_header is not None:
                 self._recent = declared
-                return found
+                return at_header
         finding = self._check(frame, tiles, origins, at)
         codes = finding.flagged_codes
+        found: Placement | None
         if "fingerprint.placed" in codes:
             found = self._recent
         elif finding.score is not None and "fingerprint.absent" not in codes:
