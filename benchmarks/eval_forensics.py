@@ -29,7 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent.forensics.fingerprint import Fingerprint, FingerprintCheck, FingerprintEnrollment  # noqa: E402
+from edge_agent.forensics.fingerprint import Fingerprint, FingerprintEnrollment  # noqa: E402
+from edge_agent.forensics.fingerprint_check import FingerprintCheck  # noqa: E402
 from edge_agent.forensics.noise import NoiseCheck, NoiseProfile, image_noise  # noqa: E402
 from edge_agent.forensics.simulator import (  # noqa: E402
     Panel, PanelSpec, copy_move, generated_like, jpeg_roundtrip, splice)

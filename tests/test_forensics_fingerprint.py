@@ -151,7 +151,7 @@ def test_multiplicative_model_for_linear_images_enrols_and_recognises_its_panel(
 
 def test_the_fingerprint_finding_is_the_same_on_one_thread_and_on_two(check, panels, monkeypatch):
     """Tile chunks run in parallel; the verdict, its reasons and its heat map must not depend on it."""
-    import edge_agent.forensics.fingerprint as fp
+    import edge_agent.forensics.fingerprint_check as fp
 
     mine, other = panels
     rng = np.random.default_rng(42)
@@ -169,7 +169,7 @@ def test_the_fingerprint_finding_is_the_same_on_one_thread_and_on_two(check, pan
 def test_measurement_is_the_same_on_one_thread_or_two(monkeypatch, shape, tile):
     """Small images run as one chunk on the calling thread, large ones as parallel chunks:
     neither may change a single bit of what the check reports."""
-    from edge_agent.forensics import fingerprint as fp_module
+    from edge_agent.forensics import fingerprint_check as fp_module
 
     panel, donor = Panel(PanelSpec(13, shape=shape)), Panel(PanelSpec(14, shape=shape))
     rng = np.random.default_rng(9)

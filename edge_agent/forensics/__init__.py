@@ -11,7 +11,8 @@ them is ``edge_agent.forensics.simulator`` (numpy only; not imported here).
 """
 
 from .finding import LAYERS, LayerFinding
-from .fingerprint import Fingerprint, FingerprintCheck, FingerprintEnrollment, enroll
+from .fingerprint import Fingerprint, FingerprintEnrollment, enroll
+from .fingerprint_check import FingerprintCheck
 from .metadata import RULES, DeviceIdentity, check_metadata
 from .noise import NoiseCheck, NoiseFeatures, NoiseProfile, measure_noise
 

@@ -7,7 +7,7 @@ memory-bound: on RG1 (64 tiles) the residual alone took 23 ms of the check's 40 
 Compiled to one loop per row that reads each pixel once, it takes ~5 ms (benchmarks/bench_forensics.py).
 
 Everything after the pass works on arrays a quarter of a tile's side or smaller, in numpy, in
-:meth:`edge_agent.forensics.fingerprint.FingerprintCheck.measure`. Row/column zero-meaning and the
+:meth:`edge_agent.forensics.fingerprint_check.FingerprintCheck.measure`. Row/column zero-meaning and the
 per-block Wiener weight are linear, so they are applied to the block sums afterwards instead of to
 every pixel (see :func:`weighted_block_correlation`).
 
