@@ -9,7 +9,9 @@ judged. For each enrolled panel (12 enrolment images; panels 6xx, used by no oth
 calibration) it prints how often the layer finds its own images at each of the 8 orientations and
 at random crops, whether images of other panels of the same model and generator-like images are
 ever placed (they must not be), whether a splice in a cropped and turned image is still pointed
-at (in the image's own coordinates), and what the search costs. Seeded.
+at (in the image's own coordinates), and what the search costs. The same cases binned 2 x 2 (each
+output pixel the mean of a 2 x 2 block, as a console that bins after correction delivers them):
+found by the search on the fingerprint binned alike. Seeded.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def _transformed(rng: np.random.Generator, img: np.ndarray, i: int, mask: np.nda
     return "crop", np.ascontiguousarray(o.to_image(crop)), None if m is None else np.ascontiguousarray(o.to_image(m))
 
 
+def _binned(img: np.ndarray, b: int = 2) -> np.ndarray:
+    h, w = img.shape[0] // b * b, img.shape[1] // b * b
+    return np.ascontiguousarray(img[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), dtype=np.float32)
+
+
 def _placed(finding) -> bool:
     return "fingerprint.placed" in finding.flagged_codes
 
@@ -75,9 +82,10 @@ def run(per: int) -> None:
             rng = np.random.default_rng(seed)
             check = FingerprintCheck(enroll(panel.acquire(rng) for _ in range(12)).quantised(8))
             search = PlacementSearch(check.fingerprint.pattern)
+            search_2 = PlacementSearch(check.fingerprint.binned(2).pattern, binning=2)
 
-            def margin(img: np.ndarray) -> float:
-                best = search.search(img)
+            def margin(img: np.ndarray, s: PlacementSearch = search) -> float:
+                best = s.search(img)
                 return float("nan") if best is None else best.pce / best.threshold
             n = len(ORIENTATIONS) + per
             for i in range(n):
@@ -104,6 +112,19 @@ def run(per: int) -> None:
                         y, x = int(words[words.index("row") + 1].rstrip(",")), int(words[words.index("column") + 1])
                         hit = bool(m[min(y, m.shape[0] - 1), min(x, m.shape[1] - 1)])
                 rows.setdefault(f"splice {kind}", []).append((_placed(f), f.score, margin(img), hit))
+                kind, img, _ = _transformed(rng, _binned(panel.acquire(rng)), i)
+                f = check.check(img)
+                rows.setdefault(f"binned 2x2: authentic {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
+                q_img = np.ascontiguousarray(jpeg_roundtrip(img, 90))
+                q = check.check(q_img)
+                rows.setdefault(f"binned 2x2: authentic {kind}, JPEG q90", []).append((_placed(q), q.score, margin(q_img, search_2)))
+                kind, img, _ = _transformed(rng, _binned(foreign[i % len(foreign)].acquire(rng)), i)
+                f = check.check(img)
+                rows.setdefault(f"binned 2x2: other panel {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
+                half = (shape[0] // 2, shape[1] // 2)
+                kind, img, _ = _transformed(rng, generated_like(rng, half, GENERATED[i % len(GENERATED)]), i)
+                f = check.check(img)
+                rows.setdefault(f"binned 2x2: generated at half size {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
     print(f"## Placement search on simulated panels ({time.time() - t0:.0f} s)\n")
     print("best PCE / threshold: the search's best position, its PCE over the threshold for the positions searched")
     print("(placed at >= 1); whole images at the native orientation are checked without a search.\n")
@@ -144,6 +165,21 @@ def timing(repeat: int) -> None:
                 check.check(img)
                 tc.append(1e3 * (time.perf_counter() - t))
             print(f"| {shape[0]}x{shape[1]} | {label} | {statistics.median(ts):.0f} | {statistics.median(tc):.0f} |")
+        binned = _binned(img)
+        warm = FingerprintCheck(fp)
+        warm.check(binned)
+        first, later = [], []
+        for _ in range(repeat):
+            fresh = FingerprintCheck(fp)
+            t = time.perf_counter()
+            fresh.check(binned)  # both searches (native grid, then binned), then the check there
+            first.append(1e3 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            warm.check(binned)  # the placement remembered: the check only
+            later.append(1e3 * (time.perf_counter() - t))
+        print(f"| {shape[0]}x{shape[1]} | binned 2x2 whole, the layer's check: first image (searches) / later "
+              f"(placement remembered) | {statistics.median(first):.0f} / {statistics.median(later):.0f} | "
+              f"{statistics.median(tc):.0f} |")
 
 
 def main() -> None:

@@ -179,3 +179,56 @@ def test_a_header_that_places_the_image_elsewhere_than_its_pixels_lie_is_noted(c
     assert "Origin 0\\0" in finding.reasons[1].message and "Origin 37\\51" in finding.reasons[1].message
     foreign = np.ascontiguousarray(panels[1].acquire(np.random.default_rng(11))[37:237, 51:331])
     assert "fingerprint.header_placement_differs" not in check.check(foreign, declared=declared).flagged_codes
+
+
+def _binned(img: np.ndarray, b: int = 2) -> np.ndarray:
+    """What a console that averages b x b pixels after correction delivers."""
+    h, w = img.shape[0] // b * b, img.shape[1] // b * b
+    return np.ascontiguousarray(img[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), dtype=np.float32)
+
+
+def test_a_2x2_binned_image_of_this_detector_is_recognised_and_checked_for_its_pattern(check, panels) -> None:
+    finding = check.check(_binned(panels[0].acquire(np.random.default_rng(12))))
+    assert finding.flagged_codes == ("fingerprint.placed",)
+    why = finding.reasons[0].message
+    assert "binned 2x2" in why and "Detector Binning 2\\2" in why and "local check is not made" in why
+    assert finding.score is not None and finding.score < 0.05 and finding.heat is None
+
+
+def test_a_binned_crop_turned_on_the_console_is_placed_at_its_physical_detector_position(check, panels) -> None:
+    o = ORIENTATIONS[1]  # mirrored left-right
+    img = np.ascontiguousarray(o.to_image(_binned(panels[0].acquire(np.random.default_rng(13)))[10:120, 20:180]))
+    finding = check.check(img)
+    assert finding.flagged_codes == ("fingerprint.placed",)
+    assert "cropped to detector rows 20-239, columns 40-359" in finding.reasons[0].message
+
+
+def test_another_detectors_binned_image_is_not_placed_nor_judged(check, panels) -> None:
+    finding = check.check(_binned(panels[1].acquire(np.random.default_rng(14))))
+    assert finding.flagged_codes == ("fingerprint.geometry_mismatch",) and finding.score is None
+    assert "scaled other than by binning 2x2" in finding.reasons[0].message
+
+
+def test_without_the_binned_search_a_binned_image_is_left_unjudged(panels) -> None:
+    plain = FingerprintCheck(_fingerprint(panels[0]), binnings=())
+    finding = plain.check(_binned(panels[0].acquire(np.random.default_rng(15))))
+    assert finding.flagged_codes == ("fingerprint.geometry_mismatch",) and finding.score is None
+
+
+def test_the_binned_fingerprint_is_the_block_average_and_keeps_a_predictor_for_every_block(panels) -> None:
+    fp = _fingerprint(panels[0])
+    b2 = fp.binned(2)
+    assert b2.shape == (SHAPE[0] // 2, SHAPE[1] // 2) and fp.binned(1) is fp
+    np.testing.assert_allclose(b2.pattern[3, 5], fp.pattern[6:8, 10:12].mean(), rtol=1e-5)
+    assert b2.predictor.shape == (-(-b2.shape[0] // 16), -(-b2.shape[1] // 16)) and (b2.predictor > 0).mean() > 0.5
+    with pytest.raises(Exception, match="binning 32"):
+        fp.binned(32)
+
+
+def test_a_header_declaring_detector_binning_places_the_image_in_physical_detector_pixels() -> None:
+    ds = _header((4, 6), 0, False)
+    ds.DetectorBinning = [2, 2]
+    p = declared_placement(ds, (3, 2), (20, 20))
+    assert p is not None and p.binning == 2 and (p.row, p.col, p.height, p.width) == (4, 6, 6, 4)
+    ds.DetectorBinning = [2, 1]  # unequal: not a block average of the pattern
+    assert declared_placement(ds, (3, 2), (20, 20)) is None

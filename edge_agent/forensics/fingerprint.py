@@ -99,6 +99,30 @@ class Fingerprint:
                            predictor=np.ascontiguousarray(self.predictor[np.ix_(ys, xs)]), model=self.model,
                            images=self.images, bits=self.bits, scale=self.scale)
 
+    def binned(self, factor: int) -> Fingerprint:
+        """The fingerprint of the detector's images binned ``factor`` x ``factor`` after correction
+        (each output pixel the mean of a block; trailing rows and columns that fill no block are
+        dropped): the pattern block-averaged; each predictor block the mean of the native blocks
+        under it, or 0 ("not judged") where any of them is. Binning averages the pattern and the
+        image noise alike, so the share of the pattern that is sensor stays as enrolled."""
+        if factor == 1:
+            return self
+        if factor < 1 or min(self.shape) // factor < 16:
+            raise ForensicsError(f"binning {factor} leaves less than 16x16 of the {self.shape} detector")
+        h, w = self.shape[0] // factor * factor, self.shape[1] // factor * factor
+        k = self.pattern[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+        bh, bw = _rel_shape(k.shape)
+        ph, pw = self.predictor.shape
+        # native blocks under each binned block; past the native map's edge (the binned frame's last
+        # block row/column) there are fewer of them, and those present decide
+        pad = np.full((bh * factor, bw * factor), np.nan, np.float32)
+        pad[: min(ph, bh * factor), : min(pw, bw * factor)] = self.predictor[: bh * factor, : bw * factor]
+        blocks = pad.reshape(bh, factor, bw, factor)
+        judged = np.where(np.isnan(blocks), True, blocks > 0).all(axis=(1, 3))
+        pred = np.where(judged, np.nanmean(blocks, axis=(1, 3)), 0.0)
+        return Fingerprint(pattern=np.ascontiguousarray(k, dtype=np.float32), predictor=pred.astype(np.float32),
+                           model=self.model, images=self.images, bits=self.bits)
+
     def to_bytes(self) -> bytes:
         """Canonical serialised form (what the device key signs): magic, header JSON, two zlib
         payloads (quantised pattern, float16 predictor). Deterministic for a given fingerprint."""

@@ -126,8 +126,12 @@ class FingerprintCheck:
     ``placement``: an image of another size than the detector's, or one without the pattern at the
     native position, is searched for at every crop position, rotation and mirror of the detector's
     frame (:mod:`.placement`); if found there it is checked there, with a ``fingerprint.placed``
-    reason and its map and points in the image's own coordinates. Images of another size that are
-    not found are not judged (a scaled image cannot be told from another detector's).
+    reason and its map and points in the image's own coordinates. ``binnings``: the same search on
+    the fingerprint binned by each factor (:meth:`.Fingerprint.binned`), for consoles that deliver
+    2 x 2 binned images; a binned image is checked for the pattern's presence and strength only (its
+    local map is not made: a region holds a quarter of the pixels, too few to tell a pasted one,
+    docs/forensics.md). Images of another size that are not found are not judged (a scaled image
+    cannot be told from another detector's).
 
     PCE: per tile, the zero-lag correlation squared over the mean squared correlation at all other
     lags, the latter from the tile's cross-spectrum (FFT, Parseval). The FFT runs on ``fft_tiles``
@@ -138,12 +142,13 @@ class FingerprintCheck:
     def __init__(self, fingerprint: Fingerprint, present_pce: float = 50.0, local_z: float = 8.0,
                  cell: int = 32, tile: int = 256, max_tiles: int = 64, tolerance: float = 0.5,
                  weak_gain: float = 0.5, fft_tiles: int = 16, min_intact: float = 0.5,
-                 model_error: float = 0.03, placement: bool = True) -> None:
+                 model_error: float = 0.03, placement: bool = True, binnings: tuple[int, ...] = (2,)) -> None:
         if (present_pce <= 0 or local_z <= 0 or not 0.0 <= tolerance < 1.0 or cell % WB or tile % cell
-                or not 0.0 < min_intact <= 1.0 or model_error < 0):
+                or not 0.0 < min_intact <= 1.0 or model_error < 0 or any(int(b) != b or b < 2 for b in binnings)):
             raise ForensicsError(f"present_pce and local_z must be positive, tolerance in [0, 1), min_intact in "
-                                 f"(0, 1], model_error >= 0, the cell a multiple of {WB} px and the tile a multiple "
-                                 f"of the cell (got cell {cell}, tile {tile})")
+                                 f"(0, 1], model_error >= 0, binnings whole numbers >= 2, the cell a multiple of "
+                                 f"{WB} px and the tile a multiple of the cell (got cell {cell}, tile {tile})")
+        self.binnings = tuple(int(b) for b in binnings)
         self.tolerance = tolerance
         self.min_intact = min_intact
         self.model_error = model_error
@@ -158,9 +163,9 @@ class FingerprintCheck:
         self._cache_key: tuple[tuple[int, int], ...] | None = None
         self._cache: tuple[np.ndarray, ...] | None = None
         self.placement = placement
-        self._search: PlacementSearch | None = None
+        self._searches: dict[int, PlacementSearch] = {}  # by binning
         self._recent: Placement | None = None
-        self._subs: dict[tuple[int, int, int, int], FingerprintCheck] = {}
+        self._subs: dict[tuple[int, int, int, int, int], FingerprintCheck] = {}
         # Compile the kernels now, not on the first image (about a second; cached on disk). Imported
         # here: numba costs ~0.15 s and ~60 MB to import, which only a device with a fingerprint pays.
         try:
@@ -222,7 +227,8 @@ class FingerprintCheck:
                     f"mirror of its frame (best PCE {tried.pce:.1f}, needs {tried.threshold:.0f})"),))
             also = "" if tried is None else (
                 f"; no crop position, rotation or mirror of its frame matches either (best PCE {tried.pce:.1f}, "
-                f"needs {tried.threshold:.0f}): too small a crop, a scaled image, or another detector's")
+                f"needs {tried.threshold:.0f}): too small a crop, an image scaled other than by binning "
+                f"{' or '.join(f'{b}x{b}' for b in self.binnings) or '(none searched)'}, or another detector's")
             return LayerFinding("fingerprint", None, (Reason(
                 "fingerprint.geometry_mismatch",
                 f"image is {frame.shape[0]}x{frame.shape[1]} pixels, this detector makes "
@@ -242,7 +248,7 @@ class FingerprintCheck:
     def _heat(self, m: FingerprintMeasurement) -> np.ndarray | None:
         # The map says where the pattern is missing in an image that carries it; in an image without
         # it (another detector) "missing everywhere" is the finding, and the map would paint it all.
-        if m.pce < self.present_pce:
+        if m.pce < self.present_pce or math.isinf(self.local_z):
             return None
         return np.clip(m.mismatch_z / (2 * self.local_z), 0.0, 1.0).astype(np.float32)
 
@@ -279,25 +285,30 @@ class FingerprintCheck:
 
     def _check_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]]
                       ) -> tuple[LayerFinding | None, Placement | None]:
-        """(finding, the search's best placement) for an image that is not the detector's frame as
-        acquired: the last placement is tried first (a device that always crops or turns its images
-        the same way pays the search once), then the search. ``(None, best)`` when it is not placed."""
+        """(finding, the searches' best placement) for an image that is not the detector's frame as
+        acquired: the last placement is tried first (a device that always crops, turns or bins its
+        images the same way pays the search once), then the search at the native grid and at each
+        binning the image fits. ``(None, best)`` when it is not placed."""
         if not self.placement:
             return None, None
         recent, tried = self._recent, None
-        candidates = [recent] if recent is not None and recent.orientation.to_image(
-            np.empty((recent.height, recent.width), np.bool_)).shape == frame.shape else []
-        for attempt in range(2):
-            if attempt == 1:
-                tried = self._searcher().search(frame)
-                if tried is None or not tried.found or tried.native or (recent is not None and tried.same_place(recent)):
-                    return None, tried
-                candidates = [tried]
-            for p in candidates:
-                finding = self._measure_placed(frame, origins, p, "checked at that position")
-                if finding is not None:
-                    self._recent = p
-                    return finding, tried
+        if recent is not None and recent.orientation.to_image(
+                np.empty(recent.turned_back_shape, np.bool_)).shape == frame.shape:
+            finding = self._measure_placed(frame, origins, recent, "checked at that position")
+            if finding is not None:
+                return finding, None
+        for b in (1, *self.binnings):
+            best = self._searcher(b).search(frame)  # None: the image is larger than the (binned) detector
+            if best is None:
+                continue
+            if tried is None or best.pce / best.threshold > tried.pce / tried.threshold:
+                tried = best
+            if not best.found or best.native or (recent is not None and best.same_place(recent)):
+                continue
+            finding = self._measure_placed(frame, origins, best, "checked at that position")
+            if finding is not None:
+                self._recent = best
+                return finding, best
         return None, tried
 
     def _measure_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]],
@@ -308,36 +319,42 @@ class FingerprintCheck:
         if sub is None:
             return None
         det = np.ascontiguousarray(p.orientation.to_detector(frame))
+        if det.shape != sub.fingerprint.shape:
+            return None
         sub_tiles, sub_origins = grid_tiles(det, sub.tile, self.max_tiles)
         m = sub.measure(det, sub_tiles, sub_origins)
         if m.pce < self.present_pce:
             return None
         score, reasons = sub._judge(m, sub_origins, lambda r, c: p.orientation.point_to_image(r, c, det.shape))
+        local = "" if p.binning == 1 else "; the local check is not made on binned images"
         reasons.insert(0, Reason("fingerprint.placed", (
             f"the image is this detector's frame, {p.describe(self.fingerprint.shape)} (PCE {m.pce:.0f} there); "
-            f"{how}")))
+            f"{how}{local}")))
         heat = None
         if (h := sub._heat(m)) is not None:
             full = p.orientation.to_image(tiles_to_full(h, sub_origins, sub.tile, det.shape, 0.0))
             heat = full_to_tiles(np.ascontiguousarray(full), origins, self.tile, self.cell)
         return LayerFinding("fingerprint", score, tuple(reasons), heat)
 
-    def _searcher(self) -> PlacementSearch:
-        if self._search is None:
-            self._search = PlacementSearch(self.fingerprint.pattern, self.fingerprint.model == "multiplicative",
-                                           min_pce=self.present_pce)
-        return self._search
+    def _searcher(self, binning: int = 1) -> PlacementSearch:
+        if binning not in self._searches:
+            self._searches[binning] = PlacementSearch(
+                self.fingerprint.binned(binning).pattern, self.fingerprint.model == "multiplicative",
+                min_pce=self.present_pce, binning=binning)
+        return self._searches[binning]
 
     def _sub_check(self, p: Placement) -> FingerprintCheck | None:
         """A check of the detector's region under ``p`` (cached: one device keeps one habit), on
-        tiles no larger than the region; ``None`` for a region under two cells on a side."""
-        key = (p.row, p.col, p.height, p.width)
-        tile = min(self.tile, min(p.height, p.width) // self.cell * self.cell)
-        if tile < 2 * self.cell:
+        tiles no larger than the region; ``None`` for a region under two cells on a side. Binned:
+        the region's fingerprint binned alike, without the local map."""
+        key = (p.row, p.col, p.height, p.width, p.binning)
+        tile = min(self.tile, min(p.turned_back_shape) // self.cell * self.cell)
+        if tile < 2 * self.cell or min(p.turned_back_shape) < 16:
             return None
         sub = self._subs.pop(key, None)
         if sub is None:
-            sub = FingerprintCheck(self.fingerprint.cropped(*key), self.present_pce, self.local_z, self.cell,
+            fp = self.fingerprint.cropped(p.row, p.col, p.height, p.width).binned(p.binning)
+            sub = FingerprintCheck(fp, self.present_pce, self.local_z if p.binning == 1 else math.inf, self.cell,
                                    tile, self.max_tiles, self.tolerance, self.weak_gain, self.fft_tiles,
                                    self.min_intact, self.model_error, placement=False)
         self._subs[key] = sub
