@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ForensicsError
 from .forensics.phantom_dicom import Exposure, exposure_dicom
 
 __all__ = ["make_device", "SHAPE"]
@@ -59,6 +60,8 @@ def make_device(device_dir: Path, images: Path, seed: int = 7, enrolment_images:
             yield p.name, decoded.facts.modality or "", decoded.frames[0]
 
     learned = learn_device(read)
+    if learned.profile_json is None or learned.fingerprint_bytes is None:
+        raise ForensicsError(f"the demo panel's enrolment learned no profile or fingerprint: {'; '.join(learned.notes)}")
     (device_dir / "noise-profile.json").write_text(learned.profile_json)
     (device_dir / "fingerprint.bin").write_bytes(learned.fingerprint_bytes)
     images.mkdir(parents=True, exist_ok=True)

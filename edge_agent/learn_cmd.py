@@ -27,6 +27,14 @@ With ``--flat-fields`` the fingerprint comes from the vendor's flat-field calibr
 acquisitions, if given, teach only the noise profile (a flat frame has one grey level: it cannot
 show how noise follows the signal); without acquisitions no profile is written.
 
+The fingerprint is a projection detector's (CR, DX, MG, IO, RF, XA): a CT, MR, PET,
+nuclear-medicine or ultrasound image is computed from many readings, and its pixels carry no
+detector's fixed pattern, so for those modalities only the noise profile and the model
+calibration are learned (a fingerprint enrolled from them would call every later image
+"absent"). For the same reason no fingerprint is written when the images share no fixed pattern
+(fewer than a quarter of the 16-px blocks carry one: processed or resampled exports, or images of
+several devices); the note says so.
+
 The images must be authentic output of ONE detector (one modality); what cannot be used is named
 on stderr and skipped, and nothing is written unless enough images remain.
 Exit status: 0 written; 2 an error (too few usable images, mixed modalities, output exists).
@@ -56,6 +64,9 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "learn_device", "Learned", "MIN_IMAGES"]
 
 MIN_IMAGES = 8  # fingerprint local map: N >= 8 gives 99-100 % pointing on simulated panels (docs/forensics.md)
+# Reconstructed or otherwise computed images: no detector pixel grid, so no fingerprint is enrolled.
+COMPUTED_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US"})
+MIN_PATTERN_SHARE = 0.25  # share of 16-px blocks whose enrolled pattern is mostly sensor, below which none is written
 
 
 @dataclass
@@ -63,10 +74,10 @@ class Learned:
     """What one enrolment produced, before anything is written."""
 
     profile_json: str | None  # None: learned from flat-field frames only, no noise profile
-    fingerprint_bytes: bytes
-    fingerprint_sha256: str
+    fingerprint_bytes: bytes | None  # None: no fingerprint (a modality without one, or no fixed pattern found)
+    fingerprint_sha256: str | None
     modality: str
-    shape: tuple[int, int]
+    shape: tuple[int, int] | None
     noise_images: int
     fingerprint_images: int
     notes: list[str] = field(default_factory=list)
@@ -120,6 +131,11 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
                              "images of the acquisitions' size will not be checked against the fingerprint "
                              "(fingerprint.geometry_mismatch)") + "; enrol from frames at the size the detector delivers")
     assert source is not None
+    if flat_fields is None and modality in COMPUTED_MODALITIES:
+        notes.append(f"no fingerprint: {modality} images are computed from many detector readings and carry no "
+                     "detector's fixed pattern at their pixel grid (the fingerprint is for projection radiography: "
+                     "CR, DX, MG, IO, RF, XA); the noise profile and model calibration are learned")
+        return Learned(profile_json, None, None, modality, None, noise_images, 0, notes, logits)
     if not shapes:
         raise ForensicsError("no usable frame to enrol the fingerprint from")
     shape, count = shapes.most_common(1)[0]
@@ -136,6 +152,16 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     if acc.images != count:
         raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
     fp = acc.finish().quantised(8)
+    carried = float((fp.predictor > 0).mean())
+    if carried < MIN_PATTERN_SHARE:
+        # simulator: one panel's images carry a pattern in 54 % of the blocks from 2 images, 97 % from 4;
+        # images of different panels or generated ones in at most 1 % (tests/test_learn_device.py)
+        notes.append(f"no fingerprint: the {acc.images} image(s) of {shape[0]}x{shape[1]} share a fixed pattern in only "
+                     f"{100 * carried:.0f} % of the image (a detector's own output shows it in most of it): they are "
+                     "not one detector's native images (processed or resampled exports, or several devices'); a "
+                     "fingerprint from them would call every later image 'absent'. Enrol from the detector's "
+                     "unprocessed acquisitions or its flat-field frames (--flat-fields)")
+        return Learned(profile_json, None, None, modality or "", shape, noise_images, 0, notes, logits)
     return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits)
 
 
@@ -301,10 +327,14 @@ def run_learn(args: argparse.Namespace) -> int:
     for note in learned.notes:
         print(f"edge-agent learn: {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    files = {targets[1].name: learned.fingerprint_bytes}
+    files: dict[str, bytes] = {}
+    if learned.fingerprint_bytes is not None:
+        files[targets[1].name] = learned.fingerprint_bytes
+    elif targets[1].exists():  # --force: the folder holds exactly what this enrolment learned
+        targets[1].unlink()
     if learned.profile_json is not None:
         files[targets[0].name] = learned.profile_json.encode()
-    elif targets[0].exists():  # --force: the folder holds exactly what this enrolment learned
+    elif targets[0].exists():
         targets[0].unlink()
     if calibration is not None:
         files[CALIBRATION_NAME] = calibration
@@ -319,17 +349,20 @@ def run_learn(args: argparse.Namespace) -> int:
         write_atomically(sig_path, sign_enrolment(device.device_id, files, device.key, device.chain, utcnow()))
     elif sig_path.exists():  # --force without --identity: an old signature would not match
         sig_path.unlink()
-    h, w = learned.shape
     whence = "flat-field frame(s)" if args.flat_fields else "frame(s)"
-    profile_part = (f"{learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile) and "
-                    if learned.profile_json is not None else "")
-    print(f"# learned from {profile_part}{learned.fingerprint_images} {whence} of {h}x{w} (fingerprint); "
-          "add to agent.yaml or a scan --config file:")
+    parts = [f"{learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile)"
+             if learned.profile_json is not None else ""]
+    if learned.fingerprint_bytes is not None and learned.shape is not None:
+        parts.append(f"{learned.fingerprint_images} {whence} of {learned.shape[0]}x{learned.shape[1]} (fingerprint)")
+    else:
+        parts.append("no fingerprint (see the note above)")
+    print(f"# learned from {' and '.join(p for p in parts if p)}; add to agent.yaml or a scan --config file:")
     print("forensics:")
     if learned.profile_json is not None:
         print(f"  noise_profile: {targets[0].resolve()}")
-    print(f"  fingerprint: {targets[1].resolve()}")
-    print(f"  fingerprint_sha256: {learned.fingerprint_sha256}")
+    if learned.fingerprint_bytes is not None:
+        print(f"  fingerprint: {targets[1].resolve()}")
+        print(f"  fingerprint_sha256: {learned.fingerprint_sha256}")
     if calibration is not None:
         print(f"  model_calibration: {cal_path.resolve()}   # the model's scale on this device "
               "(docs/site-calibration.md); learn again after a model update")
