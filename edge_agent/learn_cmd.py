@@ -159,7 +159,7 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         notes.append(f"no fingerprint: the {acc.images} image(s) of {shape[0]}x{shape[1]} share a fixed pattern in only "
                      f"{100 * carried:.0f} % of the image (a detector's own output shows it in most of it): they are "
                      "not one detector's native images (processed or resampled exports, or several devices'); a "
-                     "fingerprint from them would call every later image 'absent'. Enrol from the detector's "
+                     "fingerprint from them would call later images 'absent'. Enrol from the detector's "
                      "unprocessed acquisitions or its flat-field frames (--flat-fields)")
         return Learned(profile_json, None, None, modality or "", shape, noise_images, 0, notes, logits)
     return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits)
