@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.decode import decode_path  # noqa: E402
 from edge_agent.forensics import FingerprintCheck, NoiseCheck, NoiseProfile, check_metadata, enroll, measure_noise  # noqa: E402
+from edge_agent.learn_cmd import COMPUTED_MODALITIES  # noqa: E402
 from edge_agent.tiling import grid_tiles  # noqa: E402
 
 TILE, MAX_TILES = 256, 64
@@ -160,6 +161,15 @@ def main() -> None:
             added = (pipe_ms + tm - m) / m
             print(f"{name:<7}{len(origins):>6}{med['model']:>9.1f}{spin:>7.1f}{tn:>9.1f}{tf:>10.1f}{tm:>10.2f}{total:>9.1f}{total / m:>8.2f}{cold:>9.0f}"
                   f"{pipe_ms:>10.1f}{added:>7.2f}")
+            if det is not None and (decoded.facts.modality or "") in COMPUTED_MODALITIES:
+                # edge-agent learn enrols no fingerprint for a CT device: what such a device runs
+                plain = Pipeline(det, evidence=Evidence(EvidenceSettings(noise_profile=profile)))  # type: ignore[arg-type]
+                med2 = _median_ms({"model": lambda: run_model(frame), "pipeline": lambda: plain.score_frame(frame, decoded)},
+                                  args.repeat, cold=args.cold)
+                m2 = min(med2["model"], spin) if run_spinning is not None else med2["model"]
+                added2 = (med2["pipeline"] + tm - m2) / m2
+                print(f"{name + ' as a ' + decoded.facts.modality + ' device runs it (no fingerprint)':<61}"
+                      f"{tn + tm:>9.1f}{(tn + tm) / m2:>8.2f}{'':>9}{med2['pipeline']:>10.1f}{added2:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,13 @@ class Evidence:
         copy search)."""
         return self._noise is not None or self._fingerprint is not None or self._copy is not None
 
+    @property
+    def worth_a_core(self) -> bool:
+        """Whether the frame layers cost enough to run beside the model on a core of their own
+        (the fingerprint or the copy search; the physics layer alone, ~1 ms on a 512x512 slice,
+        costs less than the model loses on one thread fewer: ``Pipeline.score_frame``)."""
+        return self._fingerprint is not None or self._copy is not None
+
     def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
         return self.frame_evidence(frame, fs.tiles, fs.origins, decoded).findings
 

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # the layers it hides.
 # Model + layers, ms (2-core VM, xray-npr 1.7.0, crops of RG1): 4 tiles 6.4-7.4 beside vs 10.2-11.5
 # after; 16 tiles 22.4 vs 26.5; 20 tiles 28.0 vs 29.0; 25 tiles 36.1 vs 35.8; 33 (RG3) 44.0 vs 40.7.
+# Only when the fingerprint or the copy search is among them (Evidence.worth_a_core): the physics
+# layer alone takes ~1.2 ms of a 512x512 slice, and the model on one thread fewer loses more than
+# that (benchmarks.bench_forensics, xray-npr 1.9.0, a CT device's layers: 6.7 ms beside vs 4.7 after).
 CONCURRENT_BELOW_TILES = 20
 
 
@@ -62,7 +65,7 @@ class Pipeline:
         self.evidence = evidence if evidence is not None else Evidence()
         self._layers: ThreadPoolExecutor | None = None
         # small frames: the layers on a core of their own, the model on the others (CONCURRENT_BELOW_TILES)
-        self._narrow = self.evidence.judges_frames and self._open_narrow_session()
+        self._narrow = self.evidence.worth_a_core and self._open_narrow_session()
         self.calibration = self.evidence.settings.model_calibration
         self._calibration_note = ""  # the calibration's description, composed once for every verdict
         if self.calibration is not None:  # a scale learned on other weights would mislead: refuse
@@ -182,7 +185,7 @@ class Pipeline:
         """The model's score and the physics/fingerprint evidence of one frame, and the ms the
         layers added after the model (beside it on small images: :data:`CONCURRENT_BELOW_TILES`)."""
         prepared = self.detector.prepare(frame)
-        if self.evidence.judges_frames and len(prepared.origins) < CONCURRENT_BELOW_TILES:
+        if self.evidence.worth_a_core and len(prepared.origins) < CONCURRENT_BELOW_TILES:
             if self._layers is None:
                 self._layers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forensics")
             pending = self._layers.submit(self.evidence.frame_evidence, frame, prepared.tiles, prepared.origins, decoded)

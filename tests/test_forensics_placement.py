@@ -232,3 +232,11 @@ def test_a_header_declaring_detector_binning_places_the_image_in_physical_detect
     assert p is not None and p.binning == 2 and (p.row, p.col, p.height, p.width) == (4, 6, 6, 4)
     ds.DetectorBinning = [2, 1]  # unequal: not a block average of the pattern
     assert declared_placement(ds, (3, 2), (20, 20)) is None
+
+
+def test_a_detector_too_small_to_check_when_binned_is_not_searched_binned(panels) -> None:
+    small = _fingerprint(panels[0]).cropped(0, 0, 100, 120)
+    check = FingerprintCheck(small, tile=64)
+    assert check.binnings == ()
+    finding = check.check(_binned(panels[0].acquire(np.random.default_rng(16))[:100, :120]))
+    assert finding.flagged_codes == ("fingerprint.geometry_mismatch",)

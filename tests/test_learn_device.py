@@ -176,6 +176,24 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
     assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
 
 
+def test_the_physics_layer_alone_runs_after_the_model_on_all_its_threads(learned) -> None:
+    # ~1 ms of physics does not pay for a model on one thread fewer (a CT device has no fingerprint)
+    from edge_agent.evidence import EvidenceSettings
+    from edge_agent.pipeline import open_pipeline
+
+    work, _ = learned
+    settings = EvidenceSettings(noise_profile=NoiseProfile.from_json((work / "device" / "noise-profile.json").read_text()))
+    from edge_agent.forensics.simulator import generated_like
+
+    smooth = generated_like(np.random.default_rng(3), SHAPE, "too_smooth")  # noise far below the detector's
+    path = save(new_image(np.round(smooth * 4095).astype(np.uint16), bits_stored=12, Modality="DX"),
+                work / "physics-only" / "smooth.dcm")
+    pipe = open_pipeline(None, "onnxruntime", "fp32", 2, evidence=settings)
+    [verdict] = pipe.process(path)
+    assert pipe.evidence.judges_frames and not pipe._narrow and pipe._layers is None
+    assert any(r.code.startswith("physics.") for r in verdict.reasons), verdict.reasons
+
+
 def test_this_devices_images_mirrored_rotated_or_cropped_at_the_console_still_pass(learned) -> None:
     # Consoles turn and mirror views and crop to the collimated field; the fingerprint is then found
     # where the image lies on the detector, instead of reading as another detector's image.

@@ -148,7 +148,8 @@ class FingerprintCheck:
             raise ForensicsError(f"present_pce and local_z must be positive, tolerance in [0, 1), min_intact in "
                                  f"(0, 1], model_error >= 0, binnings whole numbers >= 2, the cell a multiple of "
                                  f"{WB} px and the tile a multiple of the cell (got cell {cell}, tile {tile})")
-        self.binnings = tuple(int(b) for b in binnings)
+        # a binned frame under two cells of the check on a side could not be checked: not searched
+        self.binnings = tuple(int(b) for b in binnings if min(fingerprint.shape) // int(b) >= 2 * cell)
         self.tolerance = tolerance
         self.min_intact = min_intact
         self.model_error = model_error
