@@ -98,6 +98,21 @@ def test_the_reason_says_where_the_region_is_and_where_it_repeats(files: dict[st
     assert finding.heat[tile_of_disk].max() > 0.5
 
 
+def test_a_copy_moved_across_more_than_half_the_image_is_reported_with_its_true_shift() -> None:
+    import re
+
+    px = radiograph_crop("RG3_UNCR.dcm", SIZE).pixel_array.astype(np.float64)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    disk = np.clip((1.15 - np.hypot(yy - 620, xx - 600) / RADIUS) / 0.3, 0.0, 1.0)
+    far = np.roll(px, (520, 480), axis=(0, 1))  # the disk at (620, 600) holds the pixels of (100, 120)
+    frame = np.clip(np.round(px * (1 - disk) + far * disk), 0, 1023).astype(np.float32) / 1023
+    (reason,) = CopySearch().check(frame).reasons
+    x, y, sx, sy, dx, dy = (int(v) for v in re.search(
+        r"at x=(\d+), y=(\d+) repeats at x=(\d+), y=(\d+) \(shift ([+-]\d+), ([+-]\d+) px", reason.message).groups())
+    assert (sx - x, sy - y) == (dx, dy), reason.message
+    assert abs(dx) > SIZE // 2 and abs(dy) > SIZE // 2, reason.message  # read modulo the image, it came out under half
+
+
 @pytest.mark.parametrize("frame", [np.random.default_rng(0).random((100, 300), dtype=np.float32),  # too small
                                    np.full((300, 300), 0.4, dtype=np.float32)],                   # no noise at all
                          ids=["too-small", "flat"])

@@ -236,9 +236,11 @@ class CopySearch:
         if peak.lead < self.centre:
             return LayerFinding("copy", score, ())
         h, w = r.shape
+        # both ends lie in the image (the padding holds no noise to match), so the displacement is
+        # their difference; the circular shift itself, read as signed, was wrong for copies moved
+        # by more than half the (padded) image
         sy, sx = (peak.y + peak.dy) % h, (peak.x + peak.dx) % w
-        dy = peak.dy - h if peak.dy > h // 2 else peak.dy
-        dx = peak.dx - w if peak.dx > w // 2 else peak.dx
+        dy, dx = sy - peak.y, sx - peak.x
         reason = Reason("copy.duplicated_region", (
             f"the noise of the {peak.size}x{peak.size} px region at x={peak.x}, y={peak.y} repeats at "
             f"x={sx}, y={sy} (shift {dx:+d}, {dy:+d} px; correlation {peak.corr:.2f}, {peak.lead:.0f} times "
