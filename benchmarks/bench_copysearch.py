@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_forensics import _inputs, _median_ms, _model_runner  # noqa: E402
 from edge_agent.decode import decode_path  # noqa: E402
-from edge_agent.forensics.copysearch import CopySearch, _origins, block_size  # noqa: E402
+from edge_agent.forensics.copysearch import CopySearch, block_count  # noqa: E402
 from edge_agent.tiling import grid_tiles  # noqa: E402
 
 
@@ -38,8 +38,7 @@ def main() -> None:
         for name, path in _inputs(Path(tmp)).items():
             frame = decode_path(path).frames[0]
             tiles, origins = grid_tiles(frame, tile, 64)
-            b = block_size(frame.shape)
-            blocks = len(_origins(frame.shape[0], b)) * len(_origins(frame.shape[1], b))
+            blocks = block_count(frame.shape)
             med = _median_ms({"model": lambda: run_model(frame),
                               "copy": lambda: search.check(frame, tiles, origins)}, args.repeat, block=1)
             size = f"{frame.shape[1]}x{frame.shape[0]}"

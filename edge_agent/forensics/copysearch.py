@@ -49,7 +49,7 @@ from ..verdict import Reason
 from .finding import LayerFinding, logistic
 from .residual import laplacian
 
-__all__ = ["BlockPeak", "CopySearch", "whitened_residual", "block_size", "block_peaks", "strongest", "copy_map"]
+__all__ = ["BlockPeak", "CopySearch", "whitened_residual", "block_size", "block_count", "block_peaks", "strongest", "copy_map"]
 
 MIN_SIDE = 128        # smaller images have too little residual to tell a copy from chance
 FLAT = 0.05           # local residual RMS under this share of the image's median: clipped/constant
@@ -102,6 +102,12 @@ def whitened_residual(frame: np.ndarray) -> np.ndarray:
 def block_size(shape: tuple[int, int]) -> int:
     """About 8 blocks along the longer side, a multiple of 32, at least 64 pixels."""
     return max(64, 32 * int(np.ceil(max(shape) / 8 / 32)))
+
+
+def block_count(shape: tuple[int, int]) -> int:
+    """How many blocks (one FFT pair each) the search correlates for an image of ``shape``."""
+    b = block_size(shape)
+    return len(_origins(shape[0], b)) * len(_origins(shape[1], b))
 
 
 def _origins(n: int, b: int) -> list[int]:
