@@ -168,8 +168,8 @@ def main() -> None:
                                   args.repeat, cold=args.cold)
                 m2 = min(med2["model"], spin) if run_spinning is not None else med2["model"]
                 added2 = (med2["pipeline"] + tm - m2) / m2
-                print(f"{name + ' as a ' + decoded.facts.modality + ' device runs it (no fingerprint)':<61}"
-                      f"{tn + tm:>9.1f}{(tn + tm) / m2:>8.2f}{'':>9}{med2['pipeline']:>10.1f}{added2:>7.2f}")
+                label = f"{name} as a {decoded.facts.modality} device runs it (no fingerprint)"
+                print(f"{label:<58}{tn + tm:>9.1f}{(tn + tm) / m2:>8.2f}{'':>9}{med2['pipeline']:>10.1f}{added2:>7.2f}")
 
 
 if __name__ == "__main__":

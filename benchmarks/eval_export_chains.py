@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.decode import decode_bytes, decode_path  # noqa: E402
 from edge_agent.detect import open_detector  # noqa: E402
-from edge_agent.site_calibration import SiteCalibration  # noqa: E402
+from edge_agent.site_calibration import MIN_IMAGES, SiteCalibration  # noqa: E402
 
 
 def _usm(x: np.ndarray, sigma: float, amount: float) -> np.ndarray:
@@ -135,11 +135,15 @@ def main() -> None:
     ap.add_argument("--site-images", type=int, default=20)
     ap.add_argument("--only", nargs="*", choices=sorted(CHAINS), help="these chains only")
     args = ap.parse_args()
+    if args.calibrate and args.site_images < MIN_IMAGES:
+        ap.error(f"--site-images must be at least {MIN_IMAGES}, the fewest a site calibration is learned from")
     det = open_detector(args.model)
     th = det.manifest.thresholds
     sus, syn = (math.log(p / (1 - p)) for p in (th.suspicious, th.synthetic))
     chains = {k: v for k, v in CHAINS.items() if not args.only or k in args.only}
-    test = _rows(args.index, args.per, ("test",))
+    test = {s: v for s, v in _rows(args.index, args.per, ("test",)).items() if v}
+    if not test:
+        ap.error("no real images to test: give --index, or install pydicom-data for RG3")
     site = _rows(args.index, args.site_images, ("train", "val")) if args.calibrate else {}
     t0 = time.time()
     cache: dict[Path, np.ndarray] = {}

@@ -2,6 +2,7 @@
 
     python -m benchmarks.eval_placement              # ~4 min on 2 cores
     python -m benchmarks.eval_placement --per 4      # fewer images per case, for a quick look
+    python -m benchmarks.eval_placement --only binned-calibration   # what BINNED_MARGIN was chosen from
 
 Images that left the detector cropped, rotated or mirrored: before the search, a rotated or
 mirrored image of a square detector read "fingerprint absent" (a false alarm) and any crop was not
@@ -10,8 +11,9 @@ calibration) it prints how often the layer finds its own images at each of the 8
 at random crops, whether images of other panels of the same model and generator-like images are
 ever placed (they must not be), whether a splice in a cropped and turned image is still pointed
 at (in the image's own coordinates), and what the search costs. The same cases binned 2 x 2 (each
-output pixel the mean of a 2 x 2 block, as a console that bins after correction delivers them):
-found by the search on the fingerprint binned alike. Seeded.
+output pixel the mean of a 2 x 2 block, as a console that bins after correction delivers them; crops
+at any row and column, binned, then turned): found by the search on the fingerprint binned alike,
+at every phase of the bins. Seeded; the binned cases draw from their own generator.
 """
 
 from __future__ import annotations
@@ -68,6 +70,32 @@ def _binned(img: np.ndarray, b: int = 2) -> np.ndarray:
     return np.ascontiguousarray(img[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), dtype=np.float32)
 
 
+def _transformed_binned(rng: np.random.Generator, img: np.ndarray, i: int) -> tuple[str, np.ndarray]:
+    """Case ``i`` as a console that bins delivers it: the whole frame binned 2 x 2 at each of the 8
+    orientations, then crops (of 50-95 % of each side, at any row and column, so the bins need not
+    start on an even one) binned and turned at random."""
+    if i < len(ORIENTATIONS):
+        return "whole", np.ascontiguousarray(ORIENTATIONS[i].to_image(_binned(img)))
+    o = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
+    crop, _ = _crop(rng, img)
+    return "crop", np.ascontiguousarray(o.to_image(_binned(crop)))
+
+
+class _BinnedMargin:
+    """Best PCE / threshold of the 2 x 2 binned search over the four phases of the bins."""
+
+    def __init__(self, fp) -> None:
+        h, w = fp.shape
+        self.searches = [PlacementSearch(fp.cropped(dy, dx, h - dy, w - dx).binned(2).pattern, binning=2, offset=(dy, dx))
+                         for dy in (0, 1) for dx in (0, 1)]
+
+    def __call__(self, img: np.ndarray) -> float:
+        found = [p for p in (s.search(img) for s in self.searches) if p is not None]
+        if not found:
+            return float("nan")
+        return max(p.pce for p in found) / self.searches[0].threshold(sum(p.positions for p in found))
+
+
 def _placed(finding) -> bool:
     return "fingerprint.placed" in finding.flagged_codes
 
@@ -82,10 +110,11 @@ def run(per: int) -> None:
             rng = np.random.default_rng(seed)
             check = FingerprintCheck(enroll(panel.acquire(rng) for _ in range(12)).quantised(8))
             search = PlacementSearch(check.fingerprint.pattern)
-            search_2 = PlacementSearch(check.fingerprint.binned(2).pattern, binning=2)
+            margin_2 = _BinnedMargin(check.fingerprint)
+            rng_b = np.random.default_rng((seed, 2))  # the binned cases' own draws: the others' stay as they were
 
-            def margin(img: np.ndarray, s: PlacementSearch = search) -> float:
-                best = s.search(img)
+            def margin(img: np.ndarray) -> float:
+                best = search.search(img)
                 return float("nan") if best is None else best.pce / best.threshold
             n = len(ORIENTATIONS) + per
             for i in range(n):
@@ -112,19 +141,19 @@ def run(per: int) -> None:
                         y, x = int(words[words.index("row") + 1].rstrip(",")), int(words[words.index("column") + 1])
                         hit = bool(m[min(y, m.shape[0] - 1), min(x, m.shape[1] - 1)])
                 rows.setdefault(f"splice {kind}", []).append((_placed(f), f.score, margin(img), hit))
-                kind, img, _ = _transformed(rng, _binned(panel.acquire(rng)), i)
+            for i in range(n):
+                kind, img = _transformed_binned(rng_b, panel.acquire(rng_b), i)
                 f = check.check(img)
-                rows.setdefault(f"binned 2x2: authentic {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
+                rows.setdefault(f"binned 2x2: authentic {kind}", []).append((_placed(f), f.score, margin_2(img)))
                 q_img = np.ascontiguousarray(jpeg_roundtrip(img, 90))
                 q = check.check(q_img)
-                rows.setdefault(f"binned 2x2: authentic {kind}, JPEG q90", []).append((_placed(q), q.score, margin(q_img, search_2)))
-                kind, img, _ = _transformed(rng, _binned(foreign[i % len(foreign)].acquire(rng)), i)
+                rows.setdefault(f"binned 2x2: authentic {kind}, JPEG q90", []).append((_placed(q), q.score, margin_2(q_img)))
+                kind, img = _transformed_binned(rng_b, foreign[i % len(foreign)].acquire(rng_b), i)
                 f = check.check(img)
-                rows.setdefault(f"binned 2x2: other panel {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
-                half = (shape[0] // 2, shape[1] // 2)
-                kind, img, _ = _transformed(rng, generated_like(rng, half, GENERATED[i % len(GENERATED)]), i)
+                rows.setdefault(f"binned 2x2: other panel {kind}", []).append((_placed(f), f.score, margin_2(img)))
+                kind, img = _transformed_binned(rng_b, generated_like(rng_b, shape, GENERATED[i % len(GENERATED)]), i)
                 f = check.check(img)
-                rows.setdefault(f"binned 2x2: generated at half size {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
+                rows.setdefault(f"binned 2x2: generated {kind}", []).append((_placed(f), f.score, margin_2(img)))
     print(f"## Placement search on simulated panels ({time.time() - t0:.0f} s)\n")
     print("best PCE / threshold: the search's best position, its PCE over the threshold for the positions searched")
     print("(placed at >= 1); whole images at the native orientation are checked without a search.\n")
@@ -139,6 +168,43 @@ def run(per: int) -> None:
         extra = f"{len(alarms)} | {sum(alarms)}" if name.startswith("splice") else "- | -"
         spread = f"{ratio.min():.3g} / {np.median(ratio):.3g} / {ratio.max():.3g}" if ratio.size else "-"
         print(f"| {name} | {len(vals)} | {placed} | {flagged} | {spread} | {extra} |")
+
+
+def binned_calibration(per: int) -> None:
+    """The binned search's null on calibration panels (301-306, 311-316: no evaluation uses them),
+    with the threshold not raised: what ``placement.BINNED_MARGIN`` was chosen from."""
+    from edge_agent.forensics import placement
+
+    margin, placement.BINNED_MARGIN = placement.BINNED_MARGIN, 1.0
+    try:
+        own, own_jpeg, neg = [], [], {}
+        for shape, seeds, others in (((512, 512), (301, 302, 303), (304, 305, 306)),
+                                     ((512, 640), (311, 312, 313), (314, 315, 316))):
+            foreign = [Panel(PanelSpec(s, shape=shape)) for s in others]
+            for seed in seeds:
+                panel = Panel(PanelSpec(seed, shape=shape))
+                rng = np.random.default_rng(seed)
+                ratio = _BinnedMargin(enroll(panel.acquire(rng) for _ in range(12)).quantised(8))
+                rng = np.random.default_rng((seed, 5))
+                for i in range(len(ORIENTATIONS) + per):
+                    kind, img = _transformed_binned(rng, panel.acquire(rng), i)
+                    own.append(ratio(img))
+                    own_jpeg.append(ratio(np.ascontiguousarray(jpeg_roundtrip(img, 90))))
+                    kind, img = _transformed_binned(rng, foreign[i % len(foreign)].acquire(rng), i)
+                    neg.setdefault(f"other panel {kind}", []).append(ratio(img))
+                    for g in GENERATED:
+                        kind, img = _transformed_binned(rng, generated_like(rng, shape, g), i)
+                        neg.setdefault(f"{g} {kind}", []).append(ratio(img))
+    finally:
+        placement.BINNED_MARGIN = margin
+    print("\n## Binned search on calibration panels, threshold not raised (best PCE / threshold)\n")
+    print(f"this panel's binned images: min {min(own):.1f} of {len(own)}; the same after JPEG q90 reaching 1 / 1.5 / 2 / 3: "
+          + " / ".join(str(sum(v >= f for v in own_jpeg)) for f in (1, 1.5, 2, 3)) + f" of {len(own_jpeg)}\n")
+    print("| images | n | max | >= 1 | >= 1.5 | >= 2 | >= 3 |")
+    print("|---|---|---|---|---|---|---|")
+    for name, vals in sorted(neg.items()):
+        v = np.array(vals)
+        print(f"| {name} | {v.size} | {v.max():.2f} | " + " | ".join(str(int((v >= f).sum())) for f in (1, 1.5, 2, 3)) + " |")
 
 
 def timing(repeat: int) -> None:
@@ -186,9 +252,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--per", type=int, default=8, help="random crops per panel and case (besides the 8 orientations)")
     ap.add_argument("--repeat", type=int, default=5, help="timing runs")
+    ap.add_argument("--only", choices=("placement", "binned-calibration", "timing"))
     args = ap.parse_args()
-    run(args.per)
-    timing(args.repeat)
+    if args.only in (None, "placement"):
+        run(args.per)
+    if args.only in (None, "binned-calibration"):
+        binned_calibration(2 * args.per)
+    if args.only in (None, "timing"):
+        timing(args.repeat)
 
 
 if __name__ == "__main__":

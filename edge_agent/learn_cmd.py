@@ -159,8 +159,10 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         notes.append(f"no fingerprint: the {acc.images} image(s) of {shape[0]}x{shape[1]} share a fixed pattern in only "
                      f"{100 * carried:.0f} % of the image (a detector's own output shows it in most of it): they are "
                      "not one detector's native images (processed or resampled exports, or several devices'); a "
-                     "fingerprint from them would call later images 'absent'. Enrol from the detector's "
-                     "unprocessed acquisitions or its flat-field frames (--flat-fields)")
+                     "fingerprint from them would call later images 'absent'. " + (
+                         "Check that the flat-field frames are this detector's own, at its native size"
+                         if flat_fields is not None else
+                         "Enrol from the detector's unprocessed acquisitions or its flat-field frames (--flat-fields)"))
         return Learned(profile_json, None, None, modality or "", shape, noise_images, 0, notes, logits)
     return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits)
 
@@ -326,6 +328,10 @@ def run_learn(args: argparse.Namespace) -> int:
     calibration = _calibration(learned, manifest, learned.notes)
     for note in learned.notes:
         print(f"edge-agent learn: {note}", file=sys.stderr)
+    if learned.profile_json is None and learned.fingerprint_bytes is None and calibration is None:
+        # before anything is replaced or signed: an enrolment that learned nothing leaves the old one
+        print("edge-agent learn: nothing was learned (see the notes above); nothing written", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, bytes] = {}
     if learned.fingerprint_bytes is not None:

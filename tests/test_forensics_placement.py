@@ -203,6 +203,18 @@ def test_a_binned_crop_turned_on_the_console_is_placed_at_its_physical_detector_
     assert "cropped to detector rows 20-239, columns 40-359" in finding.reasons[0].message
 
 
+@pytest.mark.parametrize("origin", [(1, 0), (0, 1), (37, 51)])
+def test_a_crop_that_began_at_an_odd_row_or_column_and_was_then_binned_is_placed_where_it_began(
+        check, panels, origin) -> None:
+    # the bins then straddle the detector's even ones: the search tries every phase of the bins
+    y, x = origin
+    img = _binned(panels[0].acquire(np.random.default_rng(17))[y : y + 200, x : x + 300])
+    finding = check.check(img)
+    assert finding.flagged_codes == ("fingerprint.placed",), finding.reasons
+    assert f"cropped to detector rows {y}-{y + 199}, columns {x}-{x + 299}" in finding.reasons[0].message
+    assert finding.score is not None and finding.score < 0.05
+
+
 def test_another_detectors_binned_image_is_not_placed_nor_judged(check, panels) -> None:
     finding = check.check(_binned(panels[1].acquire(np.random.default_rng(14))))
     assert finding.flagged_codes == ("fingerprint.geometry_mismatch",) and finding.score is None
@@ -231,6 +243,8 @@ def test_a_header_declaring_detector_binning_places_the_image_in_physical_detect
     p = declared_placement(ds, (3, 2), (20, 20))
     assert p is not None and p.binning == 2 and (p.row, p.col, p.height, p.width) == (4, 6, 6, 4)
     ds.DetectorBinning = [2, 1]  # unequal: not a block average of the pattern
+    assert declared_placement(ds, (3, 2), (20, 20)) is None
+    ds.DetectorBinning = ["1e400", "1e400"]  # valid DS text, infinite: ignored, not an error
     assert declared_placement(ds, (3, 2), (20, 20)) is None
 
 

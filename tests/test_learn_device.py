@@ -296,6 +296,18 @@ def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(t
     assert f"fingerprint_sha256: {fp.sha256}" in run.stdout and fp.images == 12  # the factory's flat frames
 
 
+def test_an_enrolment_that_learns_nothing_leaves_the_previous_one_in_place(tmp_path: Path) -> None:
+    _flat_fields(tmp_path / "flats", panel_seed=37, n=8, seed=3)
+    assert _cli("learn", "--out", tmp_path / "device", "--flat-fields", "flats", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "device" / "fingerprint.bin").read_bytes()
+    for i in range(8):  # flat frames of eight different panels: no pattern in common
+        _flat_fields(tmp_path / f"mixed{i}", panel_seed=80 + i, n=1, seed=i)
+    mixed = [f"--flat-fields=mixed{i}" for i in range(8)]
+    run = _cli("learn", "--out", tmp_path / "device", "--force", *mixed, cwd=tmp_path)
+    assert run.returncode == 2 and "nothing written" in run.stderr and "share a fixed pattern in only" in run.stderr
+    assert (tmp_path / "device" / "fingerprint.bin").read_bytes() == before
+
+
 def test_learn_without_images_says_what_to_give(tmp_path: Path) -> None:
     run = _cli("learn", "--out", tmp_path / "device", cwd=tmp_path)
     assert run.returncode == 2 and "give acquisitions (PATH...), flat-field frames" in run.stderr

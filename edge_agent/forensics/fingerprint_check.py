@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.fft
@@ -30,7 +30,7 @@ from ..tiling import full_to_tiles, grid_origins, grid_tiles, tiles_to_full
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
 from .fingerprint import _REL_BLOCK, Fingerprint
-from .placement import ORIENTATIONS, Placement, PlacementSearch
+from .placement import ORIENTATIONS, Placement, PlacementSearch, binned_high_pass
 from .residual import WB, background_energy, cells, intact_blocks, spectrum_multiplicity, wiener_weight
 
 __all__ = ["FingerprintCheck", "FingerprintMeasurement"]
@@ -149,7 +149,7 @@ class FingerprintCheck:
                                  f"(0, 1], model_error >= 0, binnings whole numbers >= 2, the cell a multiple of "
                                  f"{WB} px and the tile a multiple of the cell (got cell {cell}, tile {tile})")
         # a binned frame under two cells of the check on a side could not be checked: not searched
-        self.binnings = tuple(int(b) for b in binnings if min(fingerprint.shape) // int(b) >= 2 * cell)
+        self.binnings = tuple(int(b) for b in binnings if min(fingerprint.shape) // int(b) >= max(2 * cell, 16))
         self.tolerance = tolerance
         self.min_intact = min_intact
         self.model_error = model_error
@@ -164,7 +164,7 @@ class FingerprintCheck:
         self._cache_key: tuple[tuple[int, int], ...] | None = None
         self._cache: tuple[np.ndarray, ...] | None = None
         self.placement = placement
-        self._searches: dict[int, PlacementSearch] = {}  # by binning
+        self._searches: dict[tuple[int, int, int], PlacementSearch] = {}  # by (binning, row phase, column phase)
         self._recent: Placement | None = None
         self._subs: dict[tuple[int, int, int, int, int], FingerprintCheck] = {}
         # Compile the kernels now, not on the first image (about a second; cached on disk). Imported
@@ -299,7 +299,7 @@ class FingerprintCheck:
             if finding is not None:
                 return finding, None
         for b in (1, *self.binnings):
-            best = self._searcher(b).search(frame)  # None: the image is larger than the (binned) detector
+            best = self._search(frame, b)  # None: the image is larger than the (binned) detector
             if best is None:
                 continue
             if tried is None or best.pce / best.threshold > tried.pce / tried.threshold:
@@ -337,12 +337,26 @@ class FingerprintCheck:
             heat = full_to_tiles(np.ascontiguousarray(full), origins, self.tile, self.cell)
         return LayerFinding("fingerprint", score, tuple(reasons), heat)
 
-    def _searcher(self, binning: int = 1) -> PlacementSearch:
-        if binning not in self._searches:
-            self._searches[binning] = PlacementSearch(
-                self.fingerprint.binned(binning).pattern, self.fingerprint.model == "multiplicative",
-                min_pce=self.present_pce, binning=binning)
-        return self._searches[binning]
+    def _search(self, frame: np.ndarray, binning: int) -> Placement | None:
+        """The best placement at this binning over every phase of the bins (a crop that began at an
+        odd row or column, then binned, lies half a binned pixel off the even phase: found there,
+        weakly, at the wrong position), the threshold raised for all positions searched."""
+        found = [self._searcher(binning, (dy, dx)).search(frame) for dy in range(binning) for dx in range(binning)]
+        tried = [p for p in found if p is not None]
+        if not tried:
+            return None
+        best = max(tried, key=lambda p: p.pce)
+        total = sum(p.positions for p in tried)
+        return replace(best, threshold=self._searcher(binning, (0, 0)).threshold(total), positions=total)
+
+    def _searcher(self, binning: int = 1, offset: tuple[int, int] = (0, 0)) -> PlacementSearch:
+        key = (binning, *offset)
+        if key not in self._searches:
+            h, w = self.fingerprint.shape
+            fp = self.fingerprint.cropped(offset[0], offset[1], h - offset[0], w - offset[1]).binned(binning)
+            self._searches[key] = PlacementSearch(fp.pattern, self.fingerprint.model == "multiplicative",
+                                                  min_pce=self.present_pce, binning=binning, offset=offset)
+        return self._searches[key]
 
     def _sub_check(self, p: Placement) -> FingerprintCheck | None:
         """A check of the detector's region under ``p`` (cached: one device keeps one habit), on
@@ -355,6 +369,8 @@ class FingerprintCheck:
         sub = self._subs.pop(key, None)
         if sub is None:
             fp = self.fingerprint.cropped(p.row, p.col, p.height, p.width).binned(p.binning)
+            if p.binning > 1:  # the search's pattern (binned_high_pass), so the check's PCE has its null
+                fp = Fingerprint(binned_high_pass(fp.pattern), fp.predictor, fp.model, fp.images, fp.bits)
             sub = FingerprintCheck(fp, self.present_pce, self.local_z if p.binning == 1 else math.inf, self.cell,
                                    tile, self.max_tiles, self.tolerance, self.weak_gain, self.fft_tiles,
                                    self.min_intact, self.model_error, placement=False)

@@ -30,6 +30,7 @@ rows then columns. :func:`declared_placement` reads them; the check tries that p
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,8 @@ from scipy.special import ndtri
 from ..errors import ForensicsError
 from .residual import noise_residual
 
-__all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch", "declared_placement"]
+__all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch", "declared_placement", "binned_high_pass",
+           "BINNED_MARGIN"]
 
 _NEIGHBOURHOOD = 11  # lags around the peak left out of the background energy (Goljan et al. 2009)
 
@@ -122,8 +124,8 @@ def declared_placement(dataset: object, image_shape: tuple[int, int], detector: 
         b_row, b_col = (1.0, 1.0) if bins is None else (float(v) for v in bins)
     except (TypeError, ValueError, StopIteration):
         return None
-    if b_row != b_col or b_row != int(b_row) or b_row < 1:
-        return None  # unequal or fractional binning: not a block average of the pattern
+    if not (math.isfinite(b_row) and 1 <= b_row <= 64) or b_row != b_col or b_row != int(b_row):
+        return None  # unequal, fractional or absurd binning: not a block average of the pattern
     b = int(b_row)
     height, width = (v * b for v in o.to_detector(np.empty(image_shape, np.bool_)).shape)
     if row < 0 or col < 0 or row + height > detector[0] or col + width > detector[1]:
@@ -184,26 +186,40 @@ class Placement:
             other.orientation, other.row, other.col, other.height, other.width, other.binning)
 
 
+BINNED_MARGIN = 3.0
+
+
+def binned_high_pass(pattern: np.ndarray) -> np.ndarray:
+    """What binned images are correlated with: the binned pattern minus its Gaussian blur (sigma
+    1 px). Block averaging keeps the pattern's low-frequency part (flat-field drift) and quarters its
+    white part; correlated with that smooth remainder, binned crops of other panels and of generated
+    images reached up to 2.2x the search threshold (29 of 96 placed in benchmarks.eval_placement,
+    0 with the high-pass), and other panels' images passed the check at a remembered binned placement."""
+    return (pattern - ndimage.gaussian_filter(pattern, 1.0)).astype(np.float32)
+
+
 class PlacementSearch:
     """``search(frame)`` -> the best :class:`Placement` of ``frame`` on the detector whose
     fingerprint ``pattern`` is given, or ``None`` when the frame fits in no orientation (larger
     than the detector). ``pfa``: the chance that an image of another detector is placed, over
     the whole search; ``min_pce``: the threshold never goes below it (the native check's).
-    ``binning``: ``pattern`` is the detector's fingerprint binned so (:meth:`.Fingerprint.binned`);
-    placements are given in physical detector pixels all the same."""
+    ``binning``: ``pattern`` is the detector's fingerprint binned so (:meth:`.Fingerprint.binned`)
+    from physical pixel ``offset`` (row, column: the bins' phase, for crops that began at a row or
+    column that is not a multiple of ``binning``); placements are given in physical detector pixels
+    all the same."""
 
     def __init__(self, pattern: np.ndarray, multiplicative: bool = False, pfa: float = 1e-6,
-                 min_pce: float = 50.0, binning: int = 1) -> None:
-        if pattern.ndim != 2 or not 0.0 < pfa < 1.0 or min_pce <= 0 or binning < 1:
-            raise ForensicsError("placement search: a 2-D pattern, pfa in (0, 1), min_pce > 0 and binning >= 1 "
-                                 "are required")
+                 min_pce: float = 50.0, binning: int = 1, offset: tuple[int, int] = (0, 0)) -> None:
+        if (pattern.ndim != 2 or not 0.0 < pfa < 1.0 or min_pce <= 0 or binning < 1
+                or not all(0 <= v < binning for v in offset)):
+            raise ForensicsError("placement search: a 2-D pattern, pfa in (0, 1), min_pce > 0, binning >= 1 and an "
+                                 "offset within one bin are required")
         self.binning = binning
-        # Block averaging keeps the pattern's low-frequency part (flat-field drift) and quarters its
-        # white part; correlated with that smooth remainder, binned crops of other panels and of
-        # generated images reached up to 2.2x the threshold (29 of 96 placed, benchmarks.eval_placement).
-        # The search correlates with the binned pattern's high-pass (minus its Gaussian blur,
-        # sigma 1 px) instead: 0 of 96 placed (best 0.65x), the detector's own binned crops >= 24x.
-        self.pattern = pattern if binning == 1 else pattern - ndimage.gaussian_filter(pattern, 1.0)
+        self.offset = offset
+        self.pattern = pattern if binning == 1 else binned_high_pass(pattern)
+        # the binned search's null has heavier tails than the native one (binned_high_pass): its
+        # threshold is raised by this factor (chosen on calibration panels, docs/forensics.md)
+        self.margin = 1.0 if binning == 1 else BINNED_MARGIN
         self.multiplicative = multiplicative
         self.pfa = pfa
         self.min_pce = min_pce
@@ -213,7 +229,7 @@ class PlacementSearch:
 
     def threshold(self, positions: int) -> float:
         """PCE that fewer than ``pfa`` of foreign images reach at their best of ``positions``."""
-        return max(self.min_pce, float(-ndtri(self.pfa / max(positions, 1))) ** 2)  # Q^-1(p) = -Phi^-1(p)
+        return self.margin * max(self.min_pce, float(-ndtri(self.pfa / max(positions, 1))) ** 2)  # Q^-1(p) = -Phi^-1(p)
 
     def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS) -> Placement | None:
         dh, dw = self.pattern.shape
@@ -239,8 +255,8 @@ class PlacementSearch:
         if best is None:
             return None
         pce, o, row, col, h, w = best
-        b = self.binning
-        return Placement(o, row * b, col * b, h * b, w * b, pce, self.threshold(positions), positions, b)
+        b, (oy, ox) = self.binning, self.offset
+        return Placement(o, row * b + oy, col * b + ox, h * b, w * b, pce, self.threshold(positions), positions, b)
 
 
 def _best_offset(u: np.ndarray, spectrum: np.ndarray, shape: tuple[int, int],
