@@ -37,7 +37,7 @@ several devices); the note says so.
 
 The images must be authentic output of ONE detector (one modality); what cannot be used is named
 on stderr and skipped, and nothing is written unless enough images remain.
-Exit status: 0 written; 2 an error (too few usable images, mixed modalities, output exists).
+Exit status: 0 written; 2 an error (too few usable images, mixed modalities, output exists, nothing learned).
 """
 
 from __future__ import annotations
@@ -154,8 +154,9 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     fp = acc.finish().quantised(8)
     carried = float((fp.predictor > 0).mean())
     if carried < MIN_PATTERN_SHARE:
-        # simulator: one panel's images carry a pattern in 54 % of the blocks from 2 images, 97 % from 4;
-        # images of different panels or generated ones in at most 1 % (tests/test_learn_device.py)
+        # simulator (scratch check, docs/forensics.md): one panel's images carry a pattern in 54 % of the
+        # blocks from 2 images, 97 % from 4; different panels' or generated images in at most 1 %
+        # (tests/test_learn_device.py: ten images of one panel against one image each of ten panels)
         notes.append(f"no fingerprint: the {acc.images} image(s) of {shape[0]}x{shape[1]} share a fixed pattern in only "
                      f"{100 * carried:.0f} % of the image (a detector's own output shows it in most of it): they are "
                      "not one detector's native images (processed or resampled exports, or several devices'); a "
