@@ -18,7 +18,6 @@ from edge_agent.errors import (
     ChainError,
     DeviceMismatchError,
     EnvelopeError,
-    EnvelopeFormatError,
     ReplayError,
     SignatureError,
 )

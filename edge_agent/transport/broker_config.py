@@ -64,7 +64,7 @@ def acl_file(cfg: BrokerSite) -> str:
         "# Devices (username = certificate CN): write only under their own prefix, read nothing.",
     ]
     lines += [f"pattern write {ROOT}/{s}/%u/#" for s in cfg.sites]
-    lines += ["", f"# The collector: read every device topic of the site, write the site's alerts.", f"user {cfg.collector}"]
+    lines += ["", "# The collector: read every device topic of the site, write the site's alerts.", f"user {cfg.collector}"]
     for s in cfg.sites:
         lines += [f"topic read {ROOT}/{s}/+/verdict", f"topic read {ROOT}/{s}/+/status", f"topic read {ROOT}/{s}/+/health"]
         lines += [f"topic write {ROOT}/alerts/{s}"]
