@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_agent.forensics import FingerprintCheck, enroll  # noqa: E402
 from edge_agent.forensics.placement import ORIENTATIONS, PlacementSearch  # noqa: E402
+from edge_agent.forensics.residual import block_mean  # noqa: E402
 from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like, jpeg_roundtrip, splice  # noqa: E402
 
 PANELS = {(512, 512): (601, 602, 603), (512, 640): (611, 612, 613)}
@@ -65,20 +66,15 @@ def _transformed(rng: np.random.Generator, img: np.ndarray, i: int, mask: np.nda
     return "crop", np.ascontiguousarray(o.to_image(crop)), None if m is None else np.ascontiguousarray(o.to_image(m))
 
 
-def _binned(img: np.ndarray, b: int = 2) -> np.ndarray:
-    h, w = img.shape[0] // b * b, img.shape[1] // b * b
-    return np.ascontiguousarray(img[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), dtype=np.float32)
-
-
 def _transformed_binned(rng: np.random.Generator, img: np.ndarray, i: int) -> tuple[str, np.ndarray]:
     """Case ``i`` as a console that bins delivers it: the whole frame binned 2 x 2 at each of the 8
     orientations, then crops (of 50-95 % of each side, at any row and column, so the bins need not
     start on an even one) binned and turned at random."""
     if i < len(ORIENTATIONS):
-        return "whole", np.ascontiguousarray(ORIENTATIONS[i].to_image(_binned(img)))
+        return "whole", np.ascontiguousarray(ORIENTATIONS[i].to_image(block_mean(img, 2)))
     o = ORIENTATIONS[int(rng.integers(len(ORIENTATIONS)))]
     crop, _ = _crop(rng, img)
-    return "crop", np.ascontiguousarray(o.to_image(_binned(crop)))
+    return "crop", np.ascontiguousarray(o.to_image(block_mean(crop, 2)))
 
 
 class _BinnedMargin:
@@ -231,7 +227,7 @@ def timing(repeat: int) -> None:
                 check.check(img)
                 tc.append(1e3 * (time.perf_counter() - t))
             print(f"| {shape[0]}x{shape[1]} | {label} | {statistics.median(ts):.0f} | {statistics.median(tc):.0f} |")
-        binned = _binned(img)
+        binned = block_mean(img, 2)
         warm = FingerprintCheck(fp)
         warm.check(binned)
         first, later = [], []

@@ -11,6 +11,7 @@ import pytest
 
 from edge_agent.forensics import FingerprintCheck, enroll
 from edge_agent.forensics.placement import ORIENTATIONS, PlacementSearch, declared_placement
+from edge_agent.forensics.residual import block_mean
 from edge_agent.forensics.simulator import Panel, PanelSpec, generated_like, splice
 from edge_agent.tiling import grid_tiles, tiles_to_full
 
@@ -181,14 +182,8 @@ def test_a_header_that_places_the_image_elsewhere_than_its_pixels_lie_is_noted(c
     assert "fingerprint.header_placement_differs" not in check.check(foreign, declared=declared).flagged_codes
 
 
-def _binned(img: np.ndarray, b: int = 2) -> np.ndarray:
-    """What a console that averages b x b pixels after correction delivers."""
-    h, w = img.shape[0] // b * b, img.shape[1] // b * b
-    return np.ascontiguousarray(img[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), dtype=np.float32)
-
-
 def test_a_2x2_binned_image_of_this_detector_is_recognised_and_checked_for_its_pattern(check, panels) -> None:
-    finding = check.check(_binned(panels[0].acquire(np.random.default_rng(12))))
+    finding = check.check(block_mean(panels[0].acquire(np.random.default_rng(12)), 2))
     assert finding.flagged_codes == ("fingerprint.placed",)
     why = finding.reasons[0].message
     assert "binned 2x2" in why and "Detector Binning 2\\2" in why and "local check is not made" in why
@@ -197,7 +192,7 @@ def test_a_2x2_binned_image_of_this_detector_is_recognised_and_checked_for_its_p
 
 def test_a_binned_crop_turned_on_the_console_is_placed_at_its_physical_detector_position(check, panels) -> None:
     o = ORIENTATIONS[1]  # mirrored left-right
-    img = np.ascontiguousarray(o.to_image(_binned(panels[0].acquire(np.random.default_rng(13)))[10:120, 20:180]))
+    img = np.ascontiguousarray(o.to_image(block_mean(panels[0].acquire(np.random.default_rng(13)), 2)[10:120, 20:180]))
     finding = check.check(img)
     assert finding.flagged_codes == ("fingerprint.placed",)
     assert "cropped to detector rows 20-239, columns 40-359" in finding.reasons[0].message
@@ -208,7 +203,7 @@ def test_a_crop_that_began_at_an_odd_row_or_column_and_was_then_binned_is_placed
         check, panels, origin) -> None:
     # the bins then straddle the detector's even ones: the search tries every phase of the bins
     y, x = origin
-    img = _binned(panels[0].acquire(np.random.default_rng(17))[y : y + 200, x : x + 300])
+    img = block_mean(panels[0].acquire(np.random.default_rng(17))[y : y + 200, x : x + 300], 2)
     finding = check.check(img)
     assert finding.flagged_codes == ("fingerprint.placed",), finding.reasons
     assert f"cropped to detector rows {y}-{y + 199}, columns {x}-{x + 299}" in finding.reasons[0].message
@@ -216,14 +211,14 @@ def test_a_crop_that_began_at_an_odd_row_or_column_and_was_then_binned_is_placed
 
 
 def test_another_detectors_binned_image_is_not_placed_nor_judged(check, panels) -> None:
-    finding = check.check(_binned(panels[1].acquire(np.random.default_rng(14))))
+    finding = check.check(block_mean(panels[1].acquire(np.random.default_rng(14)), 2))
     assert finding.flagged_codes == ("fingerprint.geometry_mismatch",) and finding.score is None
     assert "scaled other than by binning 2x2" in finding.reasons[0].message
 
 
 def test_without_the_binned_search_a_binned_image_is_left_unjudged(panels) -> None:
     plain = FingerprintCheck(_fingerprint(panels[0]), binnings=())
-    finding = plain.check(_binned(panels[0].acquire(np.random.default_rng(15))))
+    finding = plain.check(block_mean(panels[0].acquire(np.random.default_rng(15)), 2))
     assert finding.flagged_codes == ("fingerprint.geometry_mismatch",) and finding.score is None
 
 
@@ -252,5 +247,5 @@ def test_a_detector_too_small_to_check_when_binned_is_not_searched_binned(panels
     small = _fingerprint(panels[0]).cropped(0, 0, 100, 120)
     check = FingerprintCheck(small, tile=64)
     assert check.binnings == ()
-    finding = check.check(_binned(panels[0].acquire(np.random.default_rng(16))[:100, :120]))
+    finding = check.check(block_mean(panels[0].acquire(np.random.default_rng(16))[:100, :120], 2))
     assert finding.flagged_codes == ("fingerprint.geometry_mismatch",)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ForensicsError
-from .residual import WB, noise_residual
+from .residual import WB, block_mean, noise_residual
 
 __all__ = ["Fingerprint", "FingerprintEnrollment", "enroll", "noise_residual"]
 
@@ -109,8 +109,7 @@ class Fingerprint:
             return self
         if factor < 1 or min(self.shape) // factor < 16:
             raise ForensicsError(f"binning {factor} leaves less than 16x16 of the {self.shape} detector")
-        h, w = self.shape[0] // factor * factor, self.shape[1] // factor * factor
-        k = self.pattern[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+        k = block_mean(self.pattern, factor)
         bh, bw = _rel_shape(k.shape)
         ph, pw = self.predictor.shape
         # native blocks under each binned block; past the native map's edge (the binned frame's last
@@ -120,7 +119,7 @@ class Fingerprint:
         blocks = pad.reshape(bh, factor, bw, factor)
         judged = np.where(np.isnan(blocks), True, blocks > 0).all(axis=(1, 3))
         pred = np.where(judged, np.nanmean(blocks, axis=(1, 3)), 0.0)
-        return Fingerprint(pattern=np.ascontiguousarray(k, dtype=np.float32), predictor=pred.astype(np.float32),
+        return Fingerprint(pattern=k, predictor=pred.astype(np.float32),
                            model=self.model, images=self.images, bits=self.bits)
 
     def to_bytes(self) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["noise_residual", "laplacian", "residual", "wiener_weight", "intact_blocks", "block_sums", "cells", "spectrum_multiplicity", "background_energy", "WB"]
+__all__ = ["noise_residual", "laplacian", "residual", "wiener_weight", "intact_blocks", "block_sums", "cells", "spectrum_multiplicity", "background_energy", "block_mean", "WB"]
 
 WB = 4  # Wiener attenuation block (pixels): local variance over 4x4 blocks
 
@@ -118,6 +118,13 @@ def intact_blocks(clipped: np.ndarray) -> np.ndarray:
     near[:, :, 1:] |= clipped[:, :, :-1]
     near[:, :, :-1] |= clipped[:, :, 1:]
     return ~near
+
+
+def block_mean(a: np.ndarray, b: int) -> np.ndarray:
+    """Means over the ``b`` x ``b`` blocks of a 2-D array, float32; trailing rows and columns that fill
+    no block are dropped (what a console that bins ``b`` x ``b`` after correction delivers)."""
+    h, w = a.shape[0] // b * b, a.shape[1] // b * b
+    return np.ascontiguousarray(a[:h, :w].reshape(h // b, b, w // b, b).mean(axis=(1, 3)), dtype=np.float32)
 
 
 def cells(a: np.ndarray, c: int) -> np.ndarray:
