@@ -77,19 +77,10 @@ def _transformed_binned(rng: np.random.Generator, img: np.ndarray, i: int) -> tu
     return "crop", np.ascontiguousarray(o.to_image(block_mean(crop, 2)))
 
 
-class _BinnedMargin:
-    """Best PCE / threshold of the 2 x 2 binned search over the four phases of the bins."""
-
-    def __init__(self, fp) -> None:
-        h, w = fp.shape
-        self.searches = [PlacementSearch(fp.cropped(dy, dx, h - dy, w - dx).binned(2).pattern, binning=2, offset=(dy, dx))
-                         for dy in (0, 1) for dx in (0, 1)]
-
-    def __call__(self, img: np.ndarray) -> float:
-        found = [p for p in (s.search(img) for s in self.searches) if p is not None]
-        if not found:
-            return float("nan")
-        return max(p.pce for p in found) / self.searches[0].threshold(sum(p.positions for p in found))
+def _ratio(search: PlacementSearch, img: np.ndarray) -> float:
+    """The search's best PCE over its threshold (placed at >= 1); NaN when the image does not fit."""
+    best = search.search(img)
+    return float("nan") if best is None else best.pce / best.threshold
 
 
 def _placed(finding) -> bool:
@@ -106,12 +97,11 @@ def run(per: int) -> None:
             rng = np.random.default_rng(seed)
             check = FingerprintCheck(enroll(panel.acquire(rng) for _ in range(12)).quantised(8))
             search = PlacementSearch(check.fingerprint.pattern)
-            margin_2 = _BinnedMargin(check.fingerprint)
+            search_2 = PlacementSearch(check.fingerprint.pattern, binning=2)
             rng_b = np.random.default_rng((seed, 2))  # the binned cases' own draws: the others' stay as they were
 
-            def margin(img: np.ndarray) -> float:
-                best = search.search(img)
-                return float("nan") if best is None else best.pce / best.threshold
+            def margin(img: np.ndarray, s: PlacementSearch = search) -> float:
+                return _ratio(s, img)
             n = len(ORIENTATIONS) + per
             for i in range(n):
                 kind, img, _ = _transformed(rng, panel.acquire(rng), i)
@@ -140,16 +130,16 @@ def run(per: int) -> None:
             for i in range(n):
                 kind, img = _transformed_binned(rng_b, panel.acquire(rng_b), i)
                 f = check.check(img)
-                rows.setdefault(f"binned 2x2: authentic {kind}", []).append((_placed(f), f.score, margin_2(img)))
+                rows.setdefault(f"binned 2x2: authentic {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
                 q_img = np.ascontiguousarray(jpeg_roundtrip(img, 90))
                 q = check.check(q_img)
-                rows.setdefault(f"binned 2x2: authentic {kind}, JPEG q90", []).append((_placed(q), q.score, margin_2(q_img)))
+                rows.setdefault(f"binned 2x2: authentic {kind}, JPEG q90", []).append((_placed(q), q.score, margin(q_img, search_2)))
                 kind, img = _transformed_binned(rng_b, foreign[i % len(foreign)].acquire(rng_b), i)
                 f = check.check(img)
-                rows.setdefault(f"binned 2x2: other panel {kind}", []).append((_placed(f), f.score, margin_2(img)))
+                rows.setdefault(f"binned 2x2: other panel {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
                 kind, img = _transformed_binned(rng_b, generated_like(rng_b, shape, GENERATED[i % len(GENERATED)]), i)
                 f = check.check(img)
-                rows.setdefault(f"binned 2x2: generated {kind}", []).append((_placed(f), f.score, margin_2(img)))
+                rows.setdefault(f"binned 2x2: generated {kind}", []).append((_placed(f), f.score, margin(img, search_2)))
     print(f"## Placement search on simulated panels ({time.time() - t0:.0f} s)\n")
     print("best PCE / threshold: the search's best position, its PCE over the threshold for the positions searched")
     print("(placed at >= 1); whole images at the native orientation are checked without a search.\n")
@@ -180,7 +170,10 @@ def binned_calibration(per: int) -> None:
             for seed in seeds:
                 panel = Panel(PanelSpec(seed, shape=shape))
                 rng = np.random.default_rng(seed)
-                ratio = _BinnedMargin(enroll(panel.acquire(rng) for _ in range(12)).quantised(8))
+                binned = PlacementSearch(enroll(panel.acquire(rng) for _ in range(12)).quantised(8).pattern, binning=2)
+
+                def ratio(img: np.ndarray) -> float:
+                    return _ratio(binned, img)
                 rng = np.random.default_rng((seed, 5))
                 for i in range(len(ORIENTATIONS) + per):
                     kind, img = _transformed_binned(rng, panel.acquire(rng), i)

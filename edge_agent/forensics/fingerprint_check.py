@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
@@ -164,7 +164,7 @@ class FingerprintCheck:
         self._cache_key: tuple[tuple[int, int], ...] | None = None
         self._cache: tuple[np.ndarray, ...] | None = None
         self.placement = placement
-        self._searches: dict[tuple[int, int, int], PlacementSearch] = {}  # by (binning, row phase, column phase)
+        self._searches: dict[int, PlacementSearch] = {}  # by binning
         self._recent: Placement | None = None
         self._subs: dict[tuple[int, int, int, int, int], FingerprintCheck] = {}
         # Compile the kernels now, not on the first image (about a second; cached on disk). Imported
@@ -299,7 +299,7 @@ class FingerprintCheck:
             if finding is not None:
                 return finding, None
         for b in (1, *self.binnings):
-            best = self._search(frame, b)  # None: the image is larger than the (binned) detector
+            best = self._searcher(b).search(frame)  # None: the image is larger than the (binned) detector
             if best is None:
                 continue
             if tried is None or best.pce / best.threshold > tried.pce / tried.threshold:
@@ -337,26 +337,11 @@ class FingerprintCheck:
             heat = full_to_tiles(np.ascontiguousarray(full), origins, self.tile, self.cell)
         return LayerFinding("fingerprint", score, tuple(reasons), heat)
 
-    def _search(self, frame: np.ndarray, binning: int) -> Placement | None:
-        """The best placement at this binning over every phase of the bins (a crop that began at an
-        odd row or column, then binned, lies half a binned pixel off the even phase: found there,
-        weakly, at the wrong position), the threshold raised for all positions searched."""
-        found = [self._searcher(binning, (dy, dx)).search(frame) for dy in range(binning) for dx in range(binning)]
-        tried = [p for p in found if p is not None]
-        if not tried:
-            return None
-        best = max(tried, key=lambda p: p.pce)
-        total = sum(p.positions for p in tried)
-        return replace(best, threshold=self._searcher(binning, (0, 0)).threshold(total), positions=total)
-
-    def _searcher(self, binning: int = 1, offset: tuple[int, int] = (0, 0)) -> PlacementSearch:
-        key = (binning, *offset)
-        if key not in self._searches:
-            h, w = self.fingerprint.shape
-            fp = self.fingerprint.cropped(offset[0], offset[1], h - offset[0], w - offset[1]).binned(binning)
-            self._searches[key] = PlacementSearch(fp.pattern, self.fingerprint.model == "multiplicative",
-                                                  min_pce=self.present_pce, binning=binning, offset=offset)
-        return self._searches[key]
+    def _searcher(self, binning: int = 1) -> PlacementSearch:
+        if binning not in self._searches:
+            self._searches[binning] = PlacementSearch(self.fingerprint.pattern, self.fingerprint.model == "multiplicative",
+                                                      min_pce=self.present_pce, binning=binning)
+        return self._searches[binning]
 
     def _sub_check(self, p: Placement) -> FingerprintCheck | None:
         """A check of the detector's region under ``p`` (cached: one device keeps one habit), on

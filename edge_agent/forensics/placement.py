@@ -39,7 +39,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 
 from ..errors import ForensicsError
-from .residual import noise_residual
+from .residual import block_mean, noise_residual
 
 __all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch", "declared_placement", "binned_high_pass",
            "BINNED_MARGIN"]
@@ -203,59 +203,65 @@ class PlacementSearch:
     fingerprint ``pattern`` is given, or ``None`` when the frame fits in no orientation (larger
     than the detector). ``pfa``: the chance that an image of another detector is placed, over
     the whole search; ``min_pce``: the threshold never goes below it (the native check's).
-    ``binning``: ``pattern`` is the detector's fingerprint binned so (:meth:`.Fingerprint.binned`)
-    from physical pixel ``offset`` (row, column: the bins' phase, for crops that began at a row or
-    column that is not a multiple of ``binning``); placements are given in physical detector pixels
-    all the same."""
+    ``binning``: look for the frame as the detector's image binned so; the pattern is binned alike
+    (:func:`.residual.block_mean`, then :func:`binned_high_pass`) at every phase of the bins (a
+    crop that began at a row or column that is not a multiple of ``binning`` lies half a binned
+    pixel off the even phase: there it is found weakly, at the wrong position), and the threshold
+    counts the positions of all phases. Placements are in physical detector pixels all the same."""
 
     def __init__(self, pattern: np.ndarray, multiplicative: bool = False, pfa: float = 1e-6,
-                 min_pce: float = 50.0, binning: int = 1, offset: tuple[int, int] = (0, 0)) -> None:
-        if (pattern.ndim != 2 or not 0.0 < pfa < 1.0 or min_pce <= 0 or binning < 1
-                or not all(0 <= v < binning for v in offset)):
-            raise ForensicsError("placement search: a 2-D pattern, pfa in (0, 1), min_pce > 0, binning >= 1 and an "
-                                 "offset within one bin are required")
+                 min_pce: float = 50.0, binning: int = 1) -> None:
+        if pattern.ndim != 2 or not 0.0 < pfa < 1.0 or min_pce <= 0 or binning < 1:
+            raise ForensicsError("placement search: a 2-D pattern, pfa in (0, 1), min_pce > 0 and binning >= 1 "
+                                 "are required")
         self.binning = binning
-        self.offset = offset
-        self.pattern = pattern if binning == 1 else binned_high_pass(pattern)
+        self.pattern = pattern
+        # (row, column) of the first bin's corner on the detector, and the pattern seen at that phase
+        self._phases = [((0, 0), pattern)] if binning == 1 else [
+            ((dy, dx), binned_high_pass(block_mean(pattern[dy:, dx:], binning)))
+            for dy in range(binning) for dx in range(binning)]
         # the binned search's null has heavier tails than the native one (binned_high_pass): its
         # threshold is raised by this factor (chosen on calibration panels, docs/forensics.md)
         self.margin = 1.0 if binning == 1 else BINNED_MARGIN
         self.multiplicative = multiplicative
         self.pfa = pfa
         self.min_pce = min_pce
-        h, w = pattern.shape
-        self._fft_shape = (sfft.next_fast_len(h, real=True), sfft.next_fast_len(w, real=True))
-        self._spectrum: np.ndarray | None = None  # the pattern's, computed on the first search
+        self._spectra: list[tuple[tuple[int, int], np.ndarray]] | None = None  # per phase, on the first search
 
     def threshold(self, positions: int) -> float:
         """PCE that fewer than ``pfa`` of foreign images reach at their best of ``positions``."""
         return self.margin * max(self.min_pce, float(-ndtri(self.pfa / max(positions, 1))) ** 2)  # Q^-1(p) = -Phi^-1(p)
 
     def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS) -> Placement | None:
-        dh, dw = self.pattern.shape
+        dh, dw = self._phases[0][1].shape  # the largest phase
         shapes = [o.to_detector(np.empty(frame.shape, np.bool_)).shape for o in orientations]
         if not any(h <= dh and w <= dw for h, w in shapes):
             return None  # larger than the detector in every orientation: nothing to compute
         residual = noise_residual(np.asarray(frame, dtype=np.float32))
         if self.multiplicative:
             residual = residual * frame
-        if self._spectrum is None:
-            self._spectrum = sfft.rfft2(self.pattern, s=self._fft_shape)
-        best: tuple[float, Orientation, int, int, int, int] | None = None
+        if self._spectra is None:
+            self._spectra = []
+            for _, k in self._phases:
+                fft_shape = (sfft.next_fast_len(k.shape[0], real=True), sfft.next_fast_len(k.shape[1], real=True))
+                self._spectra.append((fft_shape, sfft.rfft2(k, s=fft_shape)))
+        best: tuple[float, Orientation, int, int, int, int, tuple[int, int]] | None = None
         positions = 0
-        for o in orientations:
-            u = o.to_detector(residual)
-            h, w = u.shape
-            if h > dh or w > dw:
-                continue
-            positions += (dh - h + 1) * (dw - w + 1)
-            pce, row, col = _best_offset(u, self._spectrum, self._fft_shape, (dh - h + 1, dw - w + 1))
-            if best is None or pce > best[0]:
-                best = (pce, o, row, col, h, w)
+        for ((oy, ox), k), (fft_shape, spectrum) in zip(self._phases, self._spectra):
+            dh, dw = k.shape
+            for o in orientations:
+                u = o.to_detector(residual)
+                h, w = u.shape
+                if h > dh or w > dw:
+                    continue
+                positions += (dh - h + 1) * (dw - w + 1)
+                pce, row, col = _best_offset(u, spectrum, fft_shape, (dh - h + 1, dw - w + 1))
+                if best is None or pce > best[0]:
+                    best = (pce, o, row, col, h, w, (oy, ox))
         if best is None:
             return None
-        pce, o, row, col, h, w = best
-        b, (oy, ox) = self.binning, self.offset
+        pce, o, row, col, h, w, (oy, ox) = best
+        b = self.binning
         return Placement(o, row * b + oy, col * b + ox, h * b, w * b, pce, self.threshold(positions), positions, b)
 
 
