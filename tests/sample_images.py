@@ -79,13 +79,14 @@ def save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def dx_acquisitions(folder: Path, panel_seed: int, n: int, seed: int, shape: tuple[int, int] = (512, 640)) -> list[Path]:
-    """``n`` authentic DX exposures of one simulated panel (the physics simulator), as 12-bit DICOM
-    files ``img00.dcm``... in ``folder``."""
+def dx_acquisitions(folder: Path, panel_seed: int, n: int, seed: int, shape: tuple[int, int] = (512, 640),
+                    modality: str = "DX") -> list[Path]:
+    """``n`` authentic exposures of one simulated panel (the physics simulator), as 12-bit DICOM
+    files ``img00.dcm``... in ``folder``, labelled ``modality``."""
     from edge_agent.forensics.simulator import Panel, PanelSpec
 
     panel, rng = Panel(PanelSpec(panel_seed, shape=shape)), np.random.default_rng(seed)
-    return [save(new_image(np.round(panel.acquire(rng) * 4095).astype(np.uint16), bits_stored=12, Modality="DX"),
+    return [save(new_image(np.round(panel.acquire(rng) * 4095).astype(np.uint16), bits_stored=12, Modality=modality),
                  folder / f"img{i:02d}.dcm") for i in range(n)]
 
 

@@ -314,18 +314,13 @@ def test_learn_without_images_says_what_to_give(tmp_path: Path) -> None:
     assert not (tmp_path / "device").exists()
 
 
-def _series(folder: Path, modality: str, panel_seeds: list[int]) -> None:
-    """One simulated exposure per panel seed (each its own exposure), written with the given DICOM modality."""
-    for i, seed in enumerate(panel_seeds):
-        rng = np.random.default_rng((seed, i))
-        pixels = np.round(Panel(PanelSpec(seed, shape=(256, 320))).acquire(rng) * 4095).astype(np.uint16)
-        save(new_image(pixels, bits_stored=12, Modality=modality), folder / f"img{i:02d}.dcm")
+SMALL = (256, 320)
 
 
 def test_a_ct_device_learns_its_noise_profile_but_no_fingerprint_and_says_why(tmp_path: Path) -> None:
     # the same simulated detector's images, labelled CT: a reconstructed slice has no detector grid,
     # so even a pattern the images share is not enrolled
-    _series(tmp_path / "ct", "CT", [61] * 10)
+    dx_acquisitions(tmp_path / "ct", 61, 10, seed=1, shape=SMALL, modality="CT")
     run = _cli("learn", "--out", tmp_path / "device", "--no-model-calibration", "ct", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "no fingerprint: CT images are computed from many detector readings" in run.stderr
@@ -333,19 +328,20 @@ def test_a_ct_device_learns_its_noise_profile_but_no_fingerprint_and_says_why(tm
     assert not (tmp_path / "device" / "fingerprint.bin").exists()
     assert "fingerprint:" not in run.stdout and "noise_profile:" in run.stdout
     (tmp_path / "agent.yaml").write_text(run.stdout)  # still a valid config
-    _series(tmp_path / "later", "CT", [62])
+    dx_acquisitions(tmp_path / "later", 62, 1, seed=2, shape=SMALL, modality="CT")
     scan = _cli("scan", "--jsonl", "--config", "agent.yaml", "later", cwd=tmp_path)
     codes = {r["code"] for r in json.loads(scan.stdout)["reasons"]}
     assert not any(c.startswith("fingerprint.") for c in codes), codes
 
 
 def test_images_of_several_detectors_give_no_fingerprint_instead_of_one_that_flags_everything(tmp_path: Path) -> None:
-    _series(tmp_path / "mixed", "DX", list(range(70, 80)))
+    for i, panel_seed in enumerate(range(70, 80)):  # one exposure of each of ten panels
+        dx_acquisitions(tmp_path / "mixed" / f"panel{i}", panel_seed, 1, seed=i, shape=SMALL)
     run = _cli("learn", "--out", tmp_path / "device", "--no-model-calibration", "mixed", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "no fingerprint: the 10 image(s) of 256x320 share a fixed pattern in only" in run.stderr
     assert not (tmp_path / "device" / "fingerprint.bin").exists() and "fingerprint:" not in run.stdout
     # the same number of one detector's images do give one
-    _series(tmp_path / "one", "DX", [70] * 10)
+    dx_acquisitions(tmp_path / "one", 70, 10, seed=3, shape=SMALL)
     one = _cli("learn", "--out", tmp_path / "device1", "--no-model-calibration", "one", cwd=tmp_path)
     assert one.returncode == 0 and (tmp_path / "device1" / "fingerprint.bin").exists(), one.stderr
