@@ -89,22 +89,43 @@ def measure_noise(tiles: np.ndarray, pick: Sequence[int] | None = None) -> Noise
         ok &= ~((blocks <= 0.0) | (blocks >= 1.0)).any(axis=(1, 2))
     if ok.sum() < 8:
         return NoiseFeatures({}, 0)
-    flat = ok & (structure <= np.quantile(structure[ok], _FLAT_FRACTION))
+    flat = ok & (structure <= _median(structure[ok]))
     values: dict[str, float | None] = dict.fromkeys(_NLF)
     bin_of = np.minimum((mean * _BINS).astype(int), _BINS - 1)
-    counts = np.bincount(bin_of[flat], minlength=_BINS)
     centres, logs, weights = [], [], []
-    for i in np.flatnonzero(counts >= _MIN_BLOCKS_PER_BIN).tolist():  # only bins with enough blocks
-        sel = flat & (bin_of == i)
-        v = float(np.log(np.median(sigma[sel])))
+    for i, count, med_sigma, med_mean in _bin_medians(bin_of[flat], sigma[flat], mean[flat]):
+        v = float(np.log(med_sigma))
         values[_NLF[i]] = v
-        centres.append(float(np.median(mean[sel])))
+        centres.append(float(med_mean))
         logs.append(v)
-        weights.append(math.sqrt(int(counts[i])))
+        weights.append(math.sqrt(count))
     values["slope"] = _weighted_slope(centres, logs, weights) if len(centres) >= 3 else None
     values.update(_poisson_gaussian_fit(centres, logs, weights))
     values.update(_spectrum(blocks, np.flatnonzero(flat), sigma[flat]))
     return NoiseFeatures(values, int(flat.sum()))
+
+
+def _median(a: np.ndarray) -> np.floating:
+    """``np.median`` of a 1-D array (the mean of the two middle values when even) by one partition,
+    without ``np.median``'s checks and dispatch, which cost more than the work on ~100 values."""
+    n = a.size
+    part = np.partition(a, (n // 2 - (1 - n % 2), n // 2))
+    return part[n // 2] if n % 2 else (part[n // 2 - 1 : n // 2 + 1]).mean()
+
+
+def _bin_medians(bins: np.ndarray, sigma: np.ndarray, mean: np.ndarray) -> list[tuple[int, int, float, float]]:
+    """(bin, count, median sigma, median mean) of every bin that holds at least
+    ``_MIN_BLOCKS_PER_BIN`` blocks: one sort per quantity instead of two medians per bin."""
+    counts = np.bincount(bins, minlength=_BINS)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    by_sigma = sigma[np.lexsort((sigma, bins))]
+    by_mean = mean[np.lexsort((mean, bins))]
+    out = []
+    for i in np.flatnonzero(counts >= _MIN_BLOCKS_PER_BIN).tolist():
+        c, s0 = int(counts[i]), int(starts[i])
+        mid = slice(s0 + (c - 1) // 2, s0 + c // 2 + 1)  # one value, or the two middle ones
+        out.append((i, c, by_sigma[mid].mean(), by_mean[mid].mean()))
+    return out
 
 
 def _flat_blocks(tiles: np.ndarray, pick: Sequence[int] | None) -> np.ndarray:
@@ -190,23 +211,24 @@ def _poisson_gaussian_fit(xs: Sequence[float], ys: Sequence[float], ws: Sequence
     if len(xs) < 3:
         return none
     x, v, w = np.asarray(xs), np.exp(2 * np.asarray(ys)), np.asarray(ws)
-    e = np.exp(_EXPONENTS[:, None] * x[None, :])  # [L, n]
-    a0 = np.broadcast_to(w / v, e.shape)  # weighted relative design: columns f and q
-    a1 = e * (w / v)
-    g00, g01, g11 = (a0 * a0).sum(1), (a0 * a1).sum(1), (a1 * a1).sum(1)
-    h0, h1 = (a0 * w).sum(1), (a1 * w).sum(1)
+    u = w / v  # the f column of the weighted relative design (the same for every lam)
+    a1 = np.exp(_EXPONENTS[:, None] * x[None, :]) * u  # [L, n]: the q column, per lam
+    g00, h0 = float(u @ u), float(u @ w)
+    (g01, h1), g11 = (a1 @ np.stack((u, w), axis=1)).T, np.einsum("ln,ln->l", a1, a1)
     det = g00 * g11 - g01 * g01
-    f = np.where(det > 0, (g11 * h0 - g01 * h1) / np.where(det > 0, det, 1), -1.0)
-    q = np.where(det > 0, (g00 * h1 - g01 * h0) / np.where(det > 0, det, 1), -1.0)
+    safe = np.where(det > 0, det, 1)
+    f = np.where(det > 0, (g11 * h0 - g01 * h1) / safe, -1.0)
+    q = np.where(det > 0, (g00 * h1 - g01 * h0) / safe, -1.0)
     bad = (f < 0) | (q < 0)  # non-negative least squares: fall back to the better single term
-    f_only, q_only = np.maximum(h0 / g00, 0), np.maximum(h1 / g11, 0)
-    err_f = ((a0 * f_only[:, None] - w) ** 2).sum(1)
+    f_only, q_only = max(h0 / g00, 0.0), np.maximum(h1 / g11, 0)
+    err_f = float(((u * f_only - w) ** 2).sum())
     err_q = ((a1 * q_only[:, None] - w) ** 2).sum(1)
     use_f = err_f <= err_q
     f = np.where(bad, np.where(use_f, f_only, 0.0), f)
     q = np.where(bad, np.where(use_f, 0.0, q_only), q)
-    model = f[:, None] + q[:, None] * e
-    rms = np.sqrt(np.average((np.log(np.maximum(model, 1e-30)) - np.log(v)[None, :]) ** 2, weights=w, axis=1)) / 2
+    model = f[:, None] + q[:, None] * (a1 / u)
+    dev = np.log(np.maximum(model, 1e-30)) - np.log(v)
+    rms = np.sqrt((dev * dev) @ (w / w.sum())) / 2
     i = int(np.argmin(rms))
     lam, fi, qi, err = float(_EXPONENTS[i]), float(f[i]), float(q[i]), float(rms[i])
     # the quantum term at mid-grey, in ln(std); floor it so "no quantum noise at all" stays finite
@@ -216,11 +238,11 @@ def _poisson_gaussian_fit(xs: Sequence[float], ys: Sequence[float], ws: Sequence
 
 def _weighted_slope(xs: Sequence[float], ys: Sequence[float], ws: Sequence[float]) -> float | None:
     x, y, w = np.asarray(xs), np.asarray(ys), np.asarray(ws)
-    xm, ym = np.average(x, weights=w), np.average(y, weights=w)
-    var = float(np.sum(w * (x - xm) ** 2))
+    dx = x - (x @ w) / w.sum()
+    var = float((dx * dx) @ w)
     if var < 1e-4:  # all flat blocks at one grey level: no slope to measure
         return None
-    return float(np.sum(w * (x - xm) * (y - ym)) / var)
+    return float((dx * w) @ (y - (y @ w) / w.sum()) / var)
 
 
 def _spectrum(blocks: np.ndarray, flat: np.ndarray, sigma: np.ndarray) -> dict[str, float | None]:
@@ -231,16 +253,18 @@ def _spectrum(blocks: np.ndarray, flat: np.ndarray, sigma: np.ndarray) -> dict[s
         return {k: None for k in _SPECTRAL}
     order = np.argsort(sigma)[:: max(1, len(flat) // _SPECTRUM_BLOCKS)][:_SPECTRUM_BLOCKS]
     sel = blocks[flat[order]]
-    sel -= sel.mean(axis=(1, 2), keepdims=True)
-    b = sel.shape[-1]
-    win, lo_band, mid_band, hi_band = _spectral_masks(b)
-    sel *= win
-    f = scipy.fft.rfft2(sel)
-    spec = f.real**2 + f.imag**2
-    spec /= np.maximum(spec.mean(axis=(1, 2), keepdims=True), 1e-20)
-    p = spec.mean(axis=0)
-    lo, mid, hi = p[lo_band].mean(), p[mid_band].mean(), p[hi_band].mean()
-    nyq = (p[b // 2, 0] + p[0, b // 2] + p[b // 2, b // 2]) / 3.0
+    n, b, _ = sel.shape
+    sel -= sel.reshape(n, -1).mean(axis=1)[:, None, None]
+    sel *= _spectral_masks(b)[0]
+    # |F|^2 as the squares of the interleaved real and imaginary parts [n, 2K]: each block's
+    # normaliser is its mean power, the periodogram their weighted mean, and the bands and the
+    # Nyquist points fixed averages of it (one matrix product)
+    sq = scipy.fft.rfft2(sel).view(np.float32).reshape(n, -1)
+    sq *= sq
+    k = sq.shape[1] // 2
+    norm = sq.sum(axis=1) / np.float32(k)
+    p = (np.float32(1) / np.maximum(norm, np.float32(1e-20))) @ sq
+    lo, mid, hi, nyq = _band_matrix(b) @ (p[0::2] + p[1::2]).astype(np.float64)
     return {"spec_hf": float(np.log(hi / mid)), "spec_mid": float(np.log(mid / lo)), "spec_nyquist": float(np.log(nyq / hi))}
 
 
@@ -255,6 +279,18 @@ def _spectral_masks(b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     for a in (win, *bands):
         a.setflags(write=False)
     return (win, *bands)
+
+
+@functools.lru_cache(maxsize=4)
+def _band_matrix(b: int) -> np.ndarray:
+    """[4, b * (b/2 + 1)]: the mean over each radial band of a flattened half spectrum, and the
+    mean of its three Nyquist points."""
+    _, *bands = _spectral_masks(b)
+    nyq = np.zeros((b, b // 2 + 1), bool)
+    nyq[b // 2, 0] = nyq[0, b // 2] = nyq[b // 2, b // 2] = True
+    m = np.stack([(a / a.sum()).reshape(-1) for a in (*bands, nyq)])
+    m.setflags(write=False)
+    return m
 
 
 @dataclass(frozen=True)
