@@ -160,7 +160,7 @@ class Evidence:
 
                 declared = (None if decoded.dataset is None else
                             declared_placement(decoded.dataset, frame.shape, fingerprint.fingerprint.shape))
-                return fingerprint.check(frame, tiles, origins, declared)
+                return fingerprint.check(frame, tiles, origins, declared, decoded.facts.modality or "")
 
             out.append(_guarded("fingerprint", fingerprint_layer))
         if (copy := self._copy) is not None:

@@ -47,7 +47,7 @@ import collections
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,11 +114,17 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     logits: list[float] = []
     if read is not None:
         profile_json, noise_images, modality, shapes, logits = _learn_profile(read, modality, min_images, notes, score)
-    source, chosen = read, modality
+    source, chosen, fp_modality = read, modality, modality or ""
     if flat_fields is not None:
         acquired = shapes.most_common(1)[0][0] if shapes else None
         source, chosen = flat_fields, None  # every flat frame is this detector's
-        shapes = collections.Counter((int(f.shape[0]), int(f.shape[1])) for _, _, f in flat_fields())
+        shapes, named = collections.Counter[tuple[int, int]](), set()
+        for _, m, f in flat_fields():
+            shapes[(int(f.shape[0]), int(f.shape[1]))] += 1
+            named.add(m)
+        # the fingerprint is the flat frames' alone: their modality, if they name one (the same
+        # factory enrolment then gives the same signed bytes whatever acquisitions join it later)
+        fp_modality = named.pop() if len(named) == 1 else ""
         modality = modality or ""
         if acquired is not None and shapes and acquired not in shapes:
             flat = shapes.most_common(1)[0][0]
@@ -151,7 +157,7 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
             acc.add(frame)
     if acc.images != count:
         raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
-    fp = acc.finish().quantised(8)
+    fp = replace(acc.finish(), modality=fp_modality).quantised(8)  # the check then skips other modalities' images
     carried = float((fp.predictor > 0).mean())
     if carried < MIN_PATTERN_SHARE:
         # simulator (scratch check, docs/forensics.md): one panel's images carry a pattern in 54 % of the

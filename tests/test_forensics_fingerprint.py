@@ -116,6 +116,30 @@ def test_fingerprint_survives_its_signed_byte_form_and_a_flipped_byte_is_refused
         Fingerprint.from_bytes(b"EAFP" + b"\x00" * 20)
 
 
+def test_the_enrolled_modality_is_stored_and_a_fingerprint_without_one_keeps_its_bytes(check):
+    fp = check.fingerprint
+    assert fp.modality == ""
+    named = Fingerprint(fp.pattern, fp.predictor, fp.model, fp.images, fp.bits, fp.scale, modality="DX")
+    again = Fingerprint.from_bytes(named.to_bytes())
+    assert again.modality == "DX" and again.cropped(0, 0, 64, 64).modality == "DX" and again.binned(2).modality == "DX"
+    assert again.sha256 != fp.sha256  # the modality is signed with the pattern
+    np.testing.assert_array_equal(again.pattern, fp.pattern)
+    assert b"modality" not in fp.to_bytes()  # fingerprints enrolled before modalities were stored: same sha256
+    with pytest.raises(ForensicsError, match="modality"):
+        Fingerprint(fp.pattern, fp.predictor, modality="X" * 17, images=1)
+
+
+def test_an_image_of_another_modality_is_not_judged_and_one_without_a_modality_is(check, panels):
+    fp = check.fingerprint
+    dx = FingerprintCheck(Fingerprint(fp.pattern, fp.predictor, fp.model, fp.images, fp.bits, fp.scale, modality="DX"))
+    img = panels[1].acquire(np.random.default_rng(8))  # another panel: "absent" wherever it is judged
+    tiles, origins = grid_tiles(img, 256, 64)
+    ct = dx.check(img, tiles, origins, modality="CT")
+    assert ct.score is None and ct.flagged_codes == ("fingerprint.other_modality",)
+    for modality in ("DX", ""):  # its own modality, or an export that names none
+        assert "fingerprint.absent" in dx.check(img, tiles, origins, modality=modality).flagged_codes
+
+
 def test_one_bit_fingerprint_is_eight_times_smaller_and_still_recognises_its_panel(check, panels):
     small = check.fingerprint.quantised(1)
     assert len(small.to_bytes()) < len(check.fingerprint.to_bytes()) / 4

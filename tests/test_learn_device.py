@@ -45,7 +45,7 @@ def test_learn_writes_a_profile_and_a_fingerprint_and_prints_the_config_lines(le
     assert profile.modality == "DX" and profile.images == 10
     data = (work / "device" / "fingerprint.bin").read_bytes()
     fp = Fingerprint.from_bytes(data)
-    assert fp.shape == SHAPE and fp.images == 10
+    assert fp.shape == SHAPE and fp.images == 10 and fp.modality == "DX"
     assert f"fingerprint_sha256: {fp.sha256}" in run.stdout
     assert "skipped first-acquisitions/notes.txt" in run.stderr  # named, not fatal
 
@@ -64,6 +64,21 @@ def test_scan_with_the_learned_files_passes_this_device_and_flags_another(learne
             assert "fingerprint.absent" not in codes, v
         else:
             assert v["verdict"] in ("suspicious", "synthetic") and "fingerprint.absent" in codes, v
+
+
+def test_a_ct_slice_the_size_of_the_dx_panel_is_not_judged_by_its_fingerprint(learned) -> None:
+    """The DX panel's fingerprint says nothing about a CT slice that happens to have its size: it
+    would read "absent" (another detector's image) and push an authentic slice to an alert."""
+    work, run = learned
+    (work / "agent-ct.yaml").write_text(run.stdout)
+    dx_acquisitions(work / "ct-slices", panel_seed=77, n=1, seed=5, modality="CT")
+    dx_acquisitions(work / "dx-other", panel_seed=77, n=1, seed=5)  # the same pixels, called DX
+    scan = _cli("scan", "--jsonl", "--config", "agent-ct.yaml", "ct-slices", "dx-other", cwd=work)
+    verdicts = {v["path"].split("/")[0]: v for v in map(json.loads, scan.stdout.splitlines())}
+    ct = {r["code"]: r["message"] for r in verdicts["ct-slices"]["reasons"]}
+    assert "fingerprint.absent" not in ct and "fingerprint.other_modality" in ct, ct
+    assert "modality CT" in ct["fingerprint.other_modality"] and "DX" in ct["fingerprint.other_modality"]
+    assert "fingerprint.absent" in {r["code"] for r in verdicts["dx-other"]["reasons"]}
 
 
 def test_too_few_images_writes_nothing_and_says_how_many_are_needed(tmp_path: Path) -> None:
@@ -294,6 +309,7 @@ def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(t
     assert NoiseProfile.from_json((tmp_path / "device" / "noise-profile.json").read_text()).images == 8
     fp = Fingerprint.from_bytes((tmp_path / "device" / "fingerprint.bin").read_bytes())
     assert f"fingerprint_sha256: {fp.sha256}" in run.stdout and fp.images == 12  # the factory's flat frames
+    assert fp.modality == "DX"  # what the flat frames name
 
 
 def test_an_enrolment_that_learns_nothing_leaves_the_previous_one_in_place(tmp_path: Path) -> None:

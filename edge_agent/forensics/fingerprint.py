@@ -66,6 +66,7 @@ class Fingerprint:
     images: int = 0
     bits: int = 8
     scale: float = 0.0  # quantisation step once stored (0: not yet quantised); keeps to_bytes idempotent
+    modality: str = ""  # DICOM Modality of the enrolled images (PS3.3 C.7.3.1.1.1); "" = not recorded
 
     def __post_init__(self) -> None:
         if self.model not in _MODELS:
@@ -78,6 +79,9 @@ class Fingerprint:
                                  f"got {self.predictor.shape}")
         if self.bits not in (1, 8) or self.images < 1:
             raise ForensicsError(f"bits must be 1 or 8 (got {self.bits}); images >= 1 (got {self.images})")
+        if not isinstance(self.modality, str) or len(self.modality) > 16 or not self.modality.isascii():
+            raise ForensicsError(f"fingerprint modality must be a DICOM code string of at most 16 characters, "
+                                 f"got {self.modality!r}")
         for a in (self.pattern, self.predictor):
             a.setflags(write=False)
 
@@ -97,7 +101,7 @@ class Fingerprint:
         xs = np.minimum((col + np.arange(bw) * _REL_BLOCK + half) // _REL_BLOCK, self.predictor.shape[1] - 1)
         return Fingerprint(pattern=np.ascontiguousarray(self.pattern[row : row + height, col : col + width]),
                            predictor=np.ascontiguousarray(self.predictor[np.ix_(ys, xs)]), model=self.model,
-                           images=self.images, bits=self.bits, scale=self.scale)
+                           images=self.images, bits=self.bits, scale=self.scale, modality=self.modality)
 
     def binned(self, factor: int) -> Fingerprint:
         """The fingerprint of the detector's images binned ``factor`` x ``factor`` after correction
@@ -120,7 +124,7 @@ class Fingerprint:
         judged = np.where(np.isnan(blocks), True, blocks > 0).all(axis=(1, 3))
         pred = np.where(judged, np.nanmean(blocks, axis=(1, 3)), 0.0)
         return Fingerprint(pattern=k, predictor=pred.astype(np.float32),
-                           model=self.model, images=self.images, bits=self.bits)
+                           model=self.model, images=self.images, bits=self.bits, modality=self.modality)
 
     def to_bytes(self) -> bytes:
         """Canonical serialised form (what the device key signs): magic, header JSON, two zlib
@@ -132,10 +136,13 @@ class Fingerprint:
         else:
             scale = self.scale or (float(np.std(k)) or 1.0)
             q = np.packbits(k.reshape(-1) >= 0).tobytes()
-        header = json.dumps({
+        fields: dict[str, object] = {
             "format": "edge-agent-fingerprint", "version": _FORMAT_VERSION, "shape": list(self.shape),
             "model": self.model, "images": self.images, "bits": self.bits, "scale": scale,
-        }, sort_keys=True, separators=(",", ":")).encode()
+        }
+        if self.modality:  # written only when known: fingerprints enrolled before it keep their bytes
+            fields["modality"] = self.modality
+        header = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         p1 = zlib.compress(q, 9)
         p2 = zlib.compress(self.predictor.astype("<f2").tobytes(), 9)
         return b"".join([_MAGIC, struct.pack("<III", len(header), len(p1), len(p2)), header, p1, p2])
@@ -170,13 +177,13 @@ class Fingerprint:
         except (ValueError, KeyError, TypeError, struct.error, zlib.error) as exc:
             raise ForensicsError(f"fingerprint bytes are malformed ({exc}); re-provision the fingerprint") from None
         return cls(pattern=k, predictor=rel, model=str(header["model"]), images=int(header["images"]), bits=bits,
-                   scale=scale)
+                   scale=scale, modality=str(header.get("modality", "")))
 
     def quantised(self, bits: int = 8) -> Fingerprint:
         """The fingerprint as the device will hold it (round trip through the stored form)."""
         same = bits == self.bits
         return Fingerprint.from_bytes(Fingerprint(self.pattern, self.predictor, self.model, self.images, bits,
-                                                  self.scale if same else 0.0).to_bytes())
+                                                  self.scale if same else 0.0, self.modality).to_bytes())
 
 
 def _rel_shape(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+
 import functools
 import math
 import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.fft
@@ -182,7 +183,8 @@ class FingerprintCheck:
                                  "until numba supports it") from None
 
     def check(self, frame: np.ndarray, tiles: np.ndarray | None = None,
-              origins: Sequence[tuple[int, int]] | None = None, declared: Placement | None = None) -> LayerFinding:
+              origins: Sequence[tuple[int, int]] | None = None, declared: Placement | None = None,
+              modality: str = "") -> LayerFinding:
         """The layer's finding: score in [0, 1], reasons, and a per-tile mismatch heat map.
 
         An image whose size differs from the detector's, or which lacks the fingerprint where it
@@ -190,7 +192,14 @@ class FingerprintCheck:
         (:mod:`.placement`, unless ``placement`` is off); once placed it is checked there.
         ``declared``: where the image's header says it lies (DICOM Field of View, PS3.3
         C.8.11.4.1.1; :func:`.placement.declared_placement`), tried before any search; pixels that
-        lie elsewhere get a ``fingerprint.header_placement_differs`` note."""
+        lie elsewhere get a ``fingerprint.header_placement_differs`` note. ``modality``: the image's
+        DICOM Modality; an image of another modality than the enrolled one is not judged
+        (``fingerprint.other_modality``: a CT slice of the panel's size is not the panel's image)."""
+        enrolled = self.fingerprint.modality
+        if enrolled and modality and modality != enrolled:
+            return LayerFinding("fingerprint", None, (Reason(
+                "fingerprint.other_modality", f"not checked: the image is modality {modality}, the fingerprint is of "
+                f"this device's {enrolled} detector"),))
         at = list(origins) if origins is not None else self._origins(frame)
         if declared is not None and not declared.native and self.placement:
             at_header = self._measure_placed(frame, at, declared, "where its header's Field of View places it")
@@ -355,7 +364,7 @@ class FingerprintCheck:
         if sub is None:
             fp = self.fingerprint.cropped(p.row, p.col, p.height, p.width).binned(p.binning)
             if p.binning > 1:  # the search's pattern (binned_high_pass), so the check's PCE has its null
-                fp = Fingerprint(binned_high_pass(fp.pattern), fp.predictor, fp.model, fp.images, fp.bits)
+                fp = replace(fp, pattern=binned_high_pass(fp.pattern), scale=0.0)
             sub = FingerprintCheck(fp, self.present_pce, self.local_z if p.binning == 1 else math.inf, self.cell,
                                    tile, self.max_tiles, self.tolerance, self.weak_gain, self.fft_tiles,
                                    self.min_intact, self.model_error, placement=False)
