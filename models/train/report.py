@@ -23,6 +23,18 @@ def _pct(x: Any) -> str:
         return "n/a"
 
 
+_LAYERS = """## The forensic layers beside the model and their fusion (issue 6)
+
+The agent does not rely on this model alone: imaging physics, the device's fingerprint, DICOM metadata
+and capture signatures are fused with its logit. The ablation for this model (each layer alone and
+fused, per fake family, leave-one-family-out, on the real DICOMs and on the simulator's panels, and
+false positives on sources never used for fitting) is `docs/fusion-ablation.md`, written by
+`python -m benchmarks.fit_fusion --index <work>/images.csv` with the installed model; the fusion
+it fits on the validation split ships as `models/fusion-1.json`. Each layer's own validation:
+`docs/forensics.md`.
+"""
+
+
 def _method(cfg: Config, work: Path) -> str:
     cfgname = "config-v0.yaml" if cfg.version == "0.1.0" else "config.yaml"
     wd = f"runs/{work.name}"
@@ -259,6 +271,7 @@ def render_report(cfg: Config, ev: dict[str, Any], manifest: dict[str, Any], dec
         for d in ev["dicom"]:
             a(f"| {d['file']} | {'yes (RG1)' if d['split'] == 'train' else 'no (held out)'} | {_f(d['score'], 6)} | {d['verdict']} | {d['tiles']} |")
         a("")
+    a(_LAYERS)
     if ev.get("confounds"):
         c = ev["confounds"]
         a("## Format-confound check (file facts only, no pixels)\n")
