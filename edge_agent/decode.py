@@ -175,15 +175,18 @@ def _pixel_data_lengths(ds: pydicom.Dataset) -> tuple[int, int]:
     return len(elem.value), int(declared)
 
 
+_NOT_AN_IMAGE = "neither DICOM (PS3.10) nor an image format Pillow reads (PNG, JPEG, TIFF, WebP, BMP, GIF...)"
+
+
 def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedImage:
     preamble = _looks_like_dicom(data)
     if not preamble and not _looks_like_raw_dataset(data):
-        raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image")
+        raise UnreadableImage("not_an_image", _NOT_AN_IMAGE)
     stream = _CutDetector(data)
     try:
         ds = pydicom.dcmread(stream, force=not preamble)
     except InvalidDicomError:
-        raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image") from None
+        raise UnreadableImage("not_an_image", _NOT_AN_IMAGE) from None
     except zlib.error as exc:
         # Deflated Explicit VR Little Endian (PS3.5 A.5): the whole data set is one deflate stream.
         if "incomplete or truncated" in str(exc):
@@ -199,7 +202,7 @@ def _decode_dicom(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedIm
         if len(ds) == 0:
             if preamble:
                 raise _truncated(data, "after the File Meta Information, before the data set")
-            raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image")
+            raise UnreadableImage("not_an_image", _NOT_AN_IMAGE)
         raise UnreadableImage("no_pixel_data", "DICOM object has no Pixel Data (7FE0,0010)")
     if stream.cut_at is not None:
         have, declared = _pixel_data_lengths(ds)
@@ -335,7 +338,7 @@ def _decode_raster(data: bytes, file_sha: str, limits: DecodeLimits) -> DecodedI
         _check_size(rows, cols, 1, limits)
         img.load()
     except UnidentifiedImageError:
-        raise UnreadableImage("not_an_image", "neither DICOM (PS3.10) nor a PNG/JPEG image") from None
+        raise UnreadableImage("not_an_image", _NOT_AN_IMAGE) from None
     except Image.DecompressionBombError as exc:
         raise UnreadableImage("too_large", str(exc)) from None
     except UnreadableImage:

@@ -326,6 +326,26 @@ def test_16_bit_png_and_dicom_holding_the_same_pixels_get_the_same_score(tmp_pat
     np.testing.assert_array_equal(png[1], dcm[1])
 
 
+@pytest.mark.parametrize("suffix", [".webp", ".tif", ".bmp"])
+def test_other_raster_formats_a_generator_or_viewer_writes_decode_losslessly(suffix: str, tmp_path: Path) -> None:
+    """Generated images arrive as WebP or TIFF as often as PNG: they are judged, not turned away."""
+    values = to_uint(smooth_image(96, 128), 8)
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(values).save(path, **({"lossless": True} if suffix == ".webp" else {}))
+    got = decode_path(path)
+    assert (got.facts.rows, got.facts.columns) == (96, 128)
+    np.testing.assert_allclose(got.frames[0], values / 255.0, atol=1e-6)
+
+
+def test_a_text_file_is_unreadable_and_the_reason_names_what_would_be_read(tmp_path: Path) -> None:
+    from edge_agent.decode import UnreadableImage
+
+    (tmp_path / "notes.txt").write_text("acquisition notes, not an image")
+    with pytest.raises(UnreadableImage) as err:
+        decode_path(tmp_path / "notes.txt")
+    assert err.value.code == "not_an_image" and "DICOM" in str(err.value) and "WebP" in str(err.value)
+
+
 def test_greyscale_jpeg_file_decodes_close_to_its_source(tmp_path: Path) -> None:
     values = to_uint(smooth_image(128, 128), 8)
     Image.fromarray(values).save(tmp_path / "g.jpg", quality=95)
