@@ -66,6 +66,8 @@ __all__ = ["add_parser", "learn_device", "Learned", "MIN_IMAGES"]
 MIN_IMAGES = 8  # fingerprint local map: N >= 8 gives 99-100 % pointing on simulated panels (docs/forensics.md)
 # Reconstructed or otherwise computed images: no detector pixel grid, so no fingerprint is enrolled.
 COMPUTED_MODALITIES = frozenset({"CT", "MR", "PT", "NM", "US"})
+# projection radiography (PS3.3 C.7.3.1.1.1): a detector whose fixed pattern lies on the pixel grid
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RF", "XA", "RG", "DF"})
 MIN_PATTERN_SHARE = 0.25  # share of 16-px blocks whose enrolled pattern is mostly sensor, below which none is written
 
 
@@ -122,9 +124,16 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
         for _, m, f in flat_fields():
             shapes[(int(f.shape[0]), int(f.shape[1]))] += 1
             named.add(m)
-        # the fingerprint is the flat frames' alone: their modality, if they name one (the same
-        # factory enrolment then gives the same signed bytes whatever acquisitions join it later)
-        fp_modality = named.pop() if len(named) == 1 else ""
+        # the fingerprint is the flat frames' alone: their modality, if they name one projection
+        # modality (the same factory enrolment then gives the same signed bytes whatever acquisitions
+        # join it later). Calibration frames labelled otherwise (OT, none) would leave every clinical
+        # image unchecked: then the acquisitions' modality, or none.
+        flat_modality = named.pop() if len(named) == 1 else ""
+        if flat_modality in PROJECTION_MODALITIES and fp_modality in ("", flat_modality):
+            fp_modality = flat_modality
+        elif flat_modality and flat_modality != fp_modality:
+            notes.append(f"the flat-field frames are labelled modality {flat_modality}; the fingerprint is recorded for "
+                         + (f"{fp_modality} images (the acquisitions')" if fp_modality else "images of any modality"))
         modality = modality or ""
         if acquired is not None and shapes and acquired not in shapes:
             flat = shapes.most_common(1)[0][0]

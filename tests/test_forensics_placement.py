@@ -182,6 +182,75 @@ def test_a_header_that_places_the_image_elsewhere_than_its_pixels_lie_is_noted(c
     assert "fingerprint.header_placement_differs" not in check.check(foreign, declared=declared).flagged_codes
 
 
+def test_a_crop_that_starts_at_the_detectors_first_row_and_column_is_checked_too(check, panels) -> None:
+    img = np.ascontiguousarray(panels[0].acquire(np.random.default_rng(30))[:200, :300])
+    finding = check.check(img)
+    assert finding.flagged_codes == ("fingerprint.placed",) and finding.score is not None and finding.score < 0.05
+    assert "cropped to detector rows 0-199, columns 0-299" in finding.reasons[0].message
+    declared = declared_placement(_header((0, 0), 0, False), img.shape, SHAPE)  # as its header says
+    assert FingerprintCheck(check.fingerprint).check(img, declared=declared).flagged_codes == ("fingerprint.placed",)
+
+
+@pytest.mark.parametrize("off", [(1, 1), (-1, -1), (1, -1), (2, 0)])
+def test_a_header_one_pixel_off_does_not_make_an_authentic_crop_look_processed(check, panels, off) -> None:
+    """A 1-based Field of View Origin, say: a residual still correlates weakly with the pattern one
+    pixel diagonally away, and measured there the image looked 'weakened' (score ~1)."""
+    img = np.ascontiguousarray(panels[0].acquire(np.random.default_rng(31))[40:220, 30:330])
+    declared = declared_placement(_header((40 + off[0], 30 + off[1]), 0, False), img.shape, SHAPE)
+    finding = check.check(img, declared=declared)
+    assert finding.flagged_codes == ("fingerprint.placed", "fingerprint.header_placement_differs"), finding.reasons
+    assert finding.score is not None and finding.score < 0.05
+    assert "Origin 40\\30" in finding.reasons[0].message
+
+
+def test_a_crop_one_pixel_from_the_remembered_one_is_placed_where_it_lies(check, panels) -> None:
+    rng = np.random.default_rng(32)
+    assert check.check(np.ascontiguousarray(panels[0].acquire(rng)[40:220, 30:330])).flagged_codes == ("fingerprint.placed",)
+    finding = check.check(np.ascontiguousarray(panels[0].acquire(rng)[41:221, 31:331]))
+    assert finding.flagged_codes == ("fingerprint.placed",) and finding.score is not None and finding.score < 0.05
+    assert "cropped to detector rows 41-220, columns 31-330" in finding.reasons[0].message
+
+
+def test_a_lossy_copy_at_the_remembered_cut_stays_weakened_at_that_cut(check, panels) -> None:
+    from edge_agent.forensics.simulator import jpeg_roundtrip
+
+    rng = np.random.default_rng(33)
+    cut = (slice(40, 220), slice(30, 330))
+    assert check.check(np.ascontiguousarray(panels[0].acquire(rng)[cut])).flagged_codes == ("fingerprint.placed",)
+    finding = check.check(np.ascontiguousarray(jpeg_roundtrip(panels[0].acquire(rng), 90)[cut]))
+    assert finding.flagged_codes == ("fingerprint.placed", "fingerprint.weakened")
+    assert "cropped to detector rows 40-219, columns 30-329" in finding.reasons[0].message
+
+
+def test_a_header_cannot_make_generated_images_pass_by_claiming_a_binning_never_searched(check) -> None:
+    for b in (2, 3, 4):
+        ds = _header((0, 0), 0, False)
+        ds.DetectorBinning = [b, b]
+        for k in range(6):
+            img = np.ascontiguousarray(block_mean(generated_like(np.random.default_rng(40 + k), SHAPE, "physics_noise"), b))
+            finding = FingerprintCheck(check.fingerprint).check(img, declared=declared_placement(ds, img.shape, SHAPE))
+            assert "fingerprint.placed" not in finding.flagged_codes, (b, k, finding.reasons)
+
+
+def test_an_infinite_field_of_view_in_a_header_is_ignored_not_an_error() -> None:
+    ds = _header((0, 0), 0, False)
+    ds.FieldOfViewOrigin = ["inf", "0"]
+    assert declared_placement(ds, (20, 30), SHAPE) is None
+    ds = _header((0, 0), 0, False)
+    ds.FieldOfViewRotation = "1e400"
+    assert declared_placement(ds, (20, 30), SHAPE) is None
+
+
+def test_the_heat_map_of_a_placed_image_follows_the_callers_tiles(check, panels) -> None:
+    donor = panels[1].acquire(np.random.default_rng(34))
+    img, _ = splice(panels[0].acquire(np.random.default_rng(35)), donor, np.random.default_rng(36))
+    crop = np.ascontiguousarray(img[20:240, 10:370])
+    tiles, origins = grid_tiles(crop, 128, 64)
+    finding = check.check(crop, tiles, origins)
+    assert "fingerprint.placed" in finding.flagged_codes
+    assert finding.heat is not None and finding.heat.shape == (len(origins), 128 // check.cell, 128 // check.cell)
+
+
 def test_a_2x2_binned_image_of_this_detector_is_recognised_and_checked_for_its_pattern(check, panels) -> None:
     finding = check.check(block_mean(panels[0].acquire(np.random.default_rng(12)), 2))
     assert finding.flagged_codes == ("fingerprint.placed",)

@@ -272,13 +272,13 @@ def test_the_heatmap_marks_where_a_region_from_another_detector_was_pasted(learn
     assert clean_map.max() < 30
 
 
-def _flat_fields(folder: Path, panel_seed: int, n: int, seed: int) -> None:
+def _flat_fields(folder: Path, panel_seed: int, n: int, seed: int, modality: str = "DX") -> None:
     """``n`` flat-field calibration frames: uniform exposures at several doses, no anatomy."""
     panel, rng = Panel(PanelSpec(panel_seed, shape=SHAPE)), np.random.default_rng(seed)
     for i in range(n):
         px = panel.acquire(rng, dose=float(rng.uniform(3000, 20000)), grid=False,
                            attenuation=np.full(SHAPE, 0.5, np.float32))
-        save(new_image(np.round(px * 4095).astype(np.uint16), bits_stored=12, Modality="DX"), folder / f"flat{i:02d}.dcm")
+        save(new_image(np.round(px * 4095).astype(np.uint16), bits_stored=12, Modality=modality), folder / f"flat{i:02d}.dcm")
 
 
 def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(tmp_path: Path) -> None:
@@ -310,6 +310,20 @@ def test_a_vendor_enrols_the_fingerprint_from_flat_field_frames_at_the_factory(t
     fp = Fingerprint.from_bytes((tmp_path / "device" / "fingerprint.bin").read_bytes())
     assert f"fingerprint_sha256: {fp.sha256}" in run.stdout and fp.images == 12  # the factory's flat frames
     assert fp.modality == "DX"  # what the flat frames name
+
+
+def test_flat_frames_labelled_other_still_give_a_fingerprint_that_checks_the_clinical_images(tmp_path: Path) -> None:
+    """Calibration frames are often stored as modality OT; the fingerprint must not then skip
+    every DX image as 'another modality'."""
+    _flat_fields(tmp_path / "flats", panel_seed=37, n=8, seed=3, modality="OT")
+    alone = _cli("learn", "--out", tmp_path / "factory", "--flat-fields", "flats", cwd=tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    assert Fingerprint.from_bytes((tmp_path / "factory" / "fingerprint.bin").read_bytes()).modality == ""
+    assert "labelled modality OT" in alone.stderr + alone.stdout
+    dx_acquisitions(tmp_path / "first", panel_seed=37, n=8, seed=5)
+    both = _cli("learn", "--out", tmp_path / "device", "--flat-fields", "flats", "first", cwd=tmp_path)
+    assert both.returncode == 0, both.stderr
+    assert Fingerprint.from_bytes((tmp_path / "device" / "fingerprint.bin").read_bytes()).modality == "DX"
 
 
 def test_an_enrolment_that_learns_nothing_leaves_the_previous_one_in_place(tmp_path: Path) -> None:

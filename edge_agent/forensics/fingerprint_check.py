@@ -31,7 +31,7 @@ from ..tiling import full_to_tiles, grid_origins, grid_tiles, tiles_to_full
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
 from .fingerprint import _REL_BLOCK, Fingerprint
-from .placement import ORIENTATIONS, Placement, PlacementSearch, binned_high_pass
+from .placement import BINNED_MARGIN, ORIENTATIONS, Placement, PlacementSearch, binned_high_pass
 from .residual import WB, background_energy, cells, intact_blocks, spectrum_multiplicity, wiener_weight
 
 __all__ = ["FingerprintCheck", "FingerprintMeasurement"]
@@ -201,12 +201,17 @@ class FingerprintCheck:
                 "fingerprint.other_modality", f"not checked: the image is modality {modality}, the fingerprint is of "
                 f"this device's {enrolled} detector"),))
         at = list(origins) if origins is not None else self._origins(frame)
-        if declared is not None and not declared.native and self.placement:
-            at_header = self._measure_placed(frame, at, declared, "where its header's Field of View places it")
-            if at_header is not None:
+        tile = int(tiles.shape[-1]) if tiles is not None else self.tile  # the caller's tiles, for the heat map
+        at_header = None
+        if declared is not None and not declared.as_acquired(self.fingerprint.shape) and self.placement:
+            at_header = self._measure_placed(frame, at, tile, declared, "where its header's Field of View places it")
+            if at_header is not None and not _weak(at_header):
                 self._recent = declared
                 return at_header
-        finding = self._check(frame, tiles, origins, at)
+            # Weak there: a lossy copy of that cut, or a header one pixel off (a 1-based origin). The
+            # residual still correlates with the pattern one pixel diagonally away, weakly: the
+            # search below decides which.
+        finding = self._check(frame, tiles, origins, at, tile)
         codes = finding.flagged_codes
         found: Placement | None
         if "fingerprint.placed" in codes:
@@ -215,6 +220,9 @@ class FingerprintCheck:
             found = Placement(ORIENTATIONS[0], 0, 0, *self.fingerprint.shape, math.nan, math.nan, 1)
         else:
             found = None  # not this detector's pattern anywhere: nothing to compare the header with
+        if at_header is not None and declared is not None and (found is None or found.same_place(declared)):
+            self._recent = declared  # no better place than the header's: the pattern is weak there
+            return at_header
         if declared is not None and found is not None and not found.same_place(declared):
             where = found.describe(self.fingerprint.shape)
             finding = LayerFinding("fingerprint", finding.score, finding.reasons + (Reason(
@@ -224,9 +232,9 @@ class FingerprintCheck:
         return finding
 
     def _check(self, frame: np.ndarray, tiles: np.ndarray | None, origins: Sequence[tuple[int, int]] | None,
-               at: list[tuple[int, int]]) -> LayerFinding:
+               at: list[tuple[int, int]], tile: int) -> LayerFinding:
         if tuple(frame.shape) != self.fingerprint.shape:
-            placed, tried = self._check_placed(frame, at)
+            placed, tried = self._check_placed(frame, at, tile)
             if placed is not None:
                 return placed
             if tried is not None and tuple(frame.shape[::-1]) == self.fingerprint.shape:
@@ -236,6 +244,9 @@ class FingerprintCheck:
                     "fingerprint.absent", f"the image does not carry this detector's fingerprint in any rotation or "
                     f"mirror of its frame (best PCE {tried.pce:.1f}, needs {tried.threshold:.0f})"),))
             also = "" if tried is None else (
+                f"; its pixels match the detector's frame {tried.describe(self.fingerprint.shape)} (PCE "
+                f"{tried.pce:.0f}), but the check there could not confirm it: a region under two {self.cell}-pixel "
+                "cells on a side, or the pattern too weak there") if tried.found else (
                 f"; no crop position, rotation or mirror of its frame matches either (best PCE {tried.pce:.1f}, "
                 f"needs {tried.threshold:.0f}): too small a crop, an image scaled other than by binning "
                 f"{' or '.join(f'{b}x{b}' for b in self.binnings) or '(none searched)'}, or another detector's")
@@ -246,7 +257,7 @@ class FingerprintCheck:
         m = self.measure(frame, tiles, origins)
         tried = None
         if m.pce < self.present_pce:
-            placed, tried = self._check_placed(frame, at)
+            placed, tried = self._check_placed(frame, at, tile)
             if placed is not None:
                 return placed
         score, reasons = self._judge(m, at, lambda r, c: (r, c))
@@ -293,38 +304,46 @@ class FingerprintCheck:
                     "errors below the prediction): that region was likely pasted or moved")))
         return float(max(absent, local, weakened)), reasons
 
-    def _check_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]]
+    def _check_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]], tile: int
                       ) -> tuple[LayerFinding | None, Placement | None]:
         """(finding, the searches' best placement) for an image that is not the detector's frame as
         acquired: the last placement is tried first (a device that always crops, turns or bins its
-        images the same way pays the search once), then the search at the native grid and at each
-        binning the image fits. ``(None, best)`` when it is not placed."""
+        images the same way pays the search once, unless the pattern is weak there: then the search
+        tells a lossy copy of that cut from a cut a pixel away), then the search at the native grid
+        and at each binning the image fits. ``(None, best)`` when it is not placed."""
         if not self.placement:
             return None, None
-        recent, tried = self._recent, None
+        recent, tried, weak = self._recent, None, None
         if recent is not None and recent.orientation.to_image(
                 np.empty(recent.turned_back_shape, np.bool_)).shape == frame.shape:
-            finding = self._measure_placed(frame, origins, recent, "checked at that position")
-            if finding is not None:
+            finding = self._measure_placed(frame, origins, tile, recent, "checked at that position")
+            if finding is not None and not _weak(finding):
                 return finding, None
+            weak = finding
         for b in (1, *self.binnings):
             best = self._searcher(b).search(frame)  # None: the image is larger than the (binned) detector
             if best is None:
                 continue
             if tried is None or best.pce / best.threshold > tried.pce / tried.threshold:
                 tried = best
-            if not best.found or best.native or (recent is not None and best.same_place(recent)):
+            if not best.found or best.as_acquired(self.fingerprint.shape) or (
+                    recent is not None and best.same_place(recent)):
                 continue
-            finding = self._measure_placed(frame, origins, best, "checked at that position")
+            finding = self._measure_placed(frame, origins, tile, best, "checked at that position")
             if finding is not None:
                 self._recent = best
                 return finding, best
-        return None, tried
+        return (weak, None) if weak is not None else (None, tried)
 
-    def _measure_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]],
+    def _measure_placed(self, frame: np.ndarray, origins: Sequence[tuple[int, int]], tile: int,
                         p: Placement, how: str) -> LayerFinding | None:
         """The check of ``frame`` turned back and laid on the detector at ``p``; ``None`` when the
-        fingerprint is not present there after all (the native verdict stands)."""
+        fingerprint is not present there after all (the native verdict stands). A binned placement
+        (from a header or remembered) counts only at a binning this check searches, and needs the
+        binned search's margin (:data:`.placement.BINNED_MARGIN`): a header cannot claim a binning
+        whose null was never calibrated."""
+        if p.binning > 1 and p.binning not in self.binnings:
+            return None
         sub = self._sub_check(p)
         if sub is None:
             return None
@@ -333,7 +352,7 @@ class FingerprintCheck:
             return None
         sub_tiles, sub_origins = grid_tiles(det, sub.tile, self.max_tiles)
         m = sub.measure(det, sub_tiles, sub_origins)
-        if m.pce < self.present_pce:
+        if m.pce < self.present_pce * (1.0 if p.binning == 1 else BINNED_MARGIN):
             return None
         score, reasons = sub._judge(m, sub_origins, lambda r, c: p.orientation.point_to_image(r, c, det.shape))
         local = "" if p.binning == 1 else "; the local check is not made on binned images"
@@ -343,7 +362,7 @@ class FingerprintCheck:
         heat = None
         if (h := sub._heat(m)) is not None:
             full = p.orientation.to_image(tiles_to_full(h, sub_origins, sub.tile, det.shape, 0.0))
-            heat = full_to_tiles(np.ascontiguousarray(full), origins, self.tile, self.cell)
+            heat = full_to_tiles(np.ascontiguousarray(full), origins, tile, self.cell)
         return LayerFinding("fingerprint", score, tuple(reasons), heat)
 
     def _searcher(self, binning: int = 1) -> PlacementSearch:
@@ -510,3 +529,8 @@ class FingerprintCheck:
                 rel[i] = fp.predictor[np.ix_(cy.astype(int), cx.astype(int))]
             self._cache_key, self._cache = key, (k, kpower, rel)
         return self._cache
+
+
+def _weak(finding: LayerFinding) -> bool:
+    """The pattern is there, but at under ``weak_gain`` of its enrolled strength."""
+    return "fingerprint.weakened" in finding.flagged_codes

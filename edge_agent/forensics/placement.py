@@ -122,7 +122,7 @@ def declared_placement(dataset: object, image_shape: tuple[int, int], detector: 
         o = next(o for o in ORIENTATIONS if o.dicom() == (rotation, flip))
         bins = getattr(dataset, "DetectorBinning", None)
         b_row, b_col = (1.0, 1.0) if bins is None else (float(v) for v in bins)
-    except (TypeError, ValueError, StopIteration):
+    except (TypeError, ValueError, OverflowError, StopIteration):  # OverflowError: int(inf)
         return None
     if not (math.isfinite(b_row) and 1 <= b_row <= 64) or b_row != b_col or b_row != int(b_row):
         return None  # unequal, fractional or absurd binning: not a block average of the pattern
@@ -159,10 +159,11 @@ class Placement:
     def found(self) -> bool:
         return self.pce >= self.threshold
 
-    @property
-    def native(self) -> bool:
-        """The detector's own frame as it was acquired (nothing to re-place)."""
-        return self.orientation is ORIENTATIONS[0] and self.row == 0 and self.col == 0 and self.binning == 1
+    def as_acquired(self, detector: tuple[int, int]) -> bool:
+        """The ``detector``'s whole frame as it was acquired (nothing to re-place); a crop that
+        starts at its first row and column is not."""
+        return (self.orientation is ORIENTATIONS[0] and self.binning == 1
+                and (self.row, self.col, self.height, self.width) == (0, 0, *detector))
 
     @property
     def turned_back_shape(self) -> tuple[int, int]:
@@ -172,7 +173,7 @@ class Placement:
     def describe(self, detector: tuple[int, int]) -> str:
         b = self.binning
         turned = "" if self.orientation is ORIENTATIONS[0] else self.orientation.name
-        whole = (self.height, self.width) == tuple(v // b * b for v in detector)
+        whole = (self.row, self.col, self.height, self.width) == (0, 0, *(v // b * b for v in detector))
         cropped = "" if whole else (f"cropped to detector rows {self.row}-{self.row + self.height - 1}, "
                                     f"columns {self.col}-{self.col + self.width - 1}")
         binned = "" if b == 1 else f"binned {b}x{b}"
