@@ -320,8 +320,13 @@ class FingerprintCheck:
             if finding is not None and not _weak(finding):
                 return finding, None
             weak = finding
-        for b in (1, *self.binnings):
-            best = self._searcher(b).search(frame)  # None: the image is larger than the (binned) detector
+        # Weak at the remembered cut: the pattern is there, so the orientation and binning are right
+        # (turned or binned otherwise it would not correlate at all); only the offset is in question,
+        # and one orientation at one binning is searched (an eighth of the full search, or less).
+        searches = [(recent.binning, (recent.orientation,))] if weak is not None and recent is not None else [
+            (b, ORIENTATIONS) for b in (1, *self.binnings)]
+        for b, turns in searches:
+            best = self._searcher(b).search(frame, turns)  # None: the image is larger than the (binned) detector
             if best is None:
                 continue
             if tried is None or best.pce / best.threshold > tried.pce / tried.threshold:
