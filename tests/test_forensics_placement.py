@@ -211,15 +211,24 @@ def test_a_crop_one_pixel_from_the_remembered_one_is_placed_where_it_lies(check,
     assert "cropped to detector rows 41-220, columns 31-330" in finding.reasons[0].message
 
 
-def test_a_lossy_copy_at_the_remembered_cut_stays_weakened_at_that_cut(check, panels) -> None:
+def test_a_lossy_copy_at_the_remembered_cut_stays_weakened_at_that_cut(check, panels, monkeypatch) -> None:
     from edge_agent.forensics.simulator import jpeg_roundtrip
 
     rng = np.random.default_rng(33)
     cut = (slice(40, 220), slice(30, 330))
     assert check.check(np.ascontiguousarray(panels[0].acquire(rng)[cut])).flagged_codes == ("fingerprint.placed",)
+    searched = []
+    real_search = PlacementSearch.search
+
+    def spy(self, frame, orientations=ORIENTATIONS):
+        searched.append((self.binning, len(orientations)))
+        return real_search(self, frame, orientations)
+
+    monkeypatch.setattr(PlacementSearch, "search", spy)
     finding = check.check(np.ascontiguousarray(jpeg_roundtrip(panels[0].acquire(rng), 90)[cut]))
     assert finding.flagged_codes == ("fingerprint.placed", "fingerprint.weakened")
     assert "cropped to detector rows 40-219, columns 30-329" in finding.reasons[0].message
+    assert searched == [(1, 1)]  # only the offset was in question: one orientation, native binning
 
 
 def test_a_header_cannot_make_generated_images_pass_by_claiming_a_binning_never_searched(check) -> None:
