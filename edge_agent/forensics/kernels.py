@@ -126,10 +126,10 @@ def tile_stats(x: np.ndarray, k: np.ndarray, multiplicative: bool, want_r: np.nd
     if x.shape != (n, t, t) or k.shape != x.shape or t % WB or t < 2:
         raise ValueError(f"tiles {x.shape} and fingerprint tiles {k.shape} must be equal [n, t, t], t a multiple of {WB}")
     g = t // WB
-    z = np.zeros
+    z, e = np.zeros, np.empty  # the pass adds into the first kind and writes every element of the second
     st = TileStats(energy=z((n, g, g), np.float32), rs=z((n, g, g), np.float32), ss=z((n, g, g), np.float32),
-                   rows_r=z((n, t, g), np.float32), cols_r=z((n, g, t), np.float32),
-                   rows_s=z((n, t, g), np.float32), cols_s=z((n, g, t), np.float32),
+                   rows_r=e((n, t, g), np.float32), cols_r=z((n, g, t), np.float32),
+                   rows_s=e((n, t, g), np.float32), cols_s=z((n, g, t), np.float32),
                    clipped=z((n, g, g), np.bool_), r=np.empty((n, t, t) if want_r.any() else (n, 1, 1), np.float32))
     _fused(x, k, bool(multiplicative), np.asarray(want_r, np.bool_), st.r, st.energy, st.rs, st.ss,
            st.rows_r, st.cols_r, st.rows_s, st.cols_s, st.clipped)
