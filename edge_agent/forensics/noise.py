@@ -48,7 +48,6 @@ __all__ = ["NoiseFeatures", "NoiseProfile", "NoiseCheck", "measure_noise", "imag
 _BINS = 8  # intensity bins of the NLF over [0, 1]
 _BLOCK = 32
 _MIN_BLOCKS_PER_BIN = 3
-_FLAT_FRACTION = 0.5  # keep the flatter half of the blocks (least low-frequency structure)
 _MAX_TILES = 6  # tiles the layer reads (half their blocks): 192 blocks of 32x32 for 16 numbers
 _SPECTRUM_BLOCKS = 48
 _NLF = tuple(f"nlf_{i}" for i in range(_BINS))
@@ -89,7 +88,7 @@ def measure_noise(tiles: np.ndarray, pick: Sequence[int] | None = None) -> Noise
         ok &= ~((blocks <= 0.0) | (blocks >= 1.0)).any(axis=(1, 2))
     if ok.sum() < 8:
         return NoiseFeatures({}, 0)
-    flat = ok & (structure <= _median(structure[ok]))
+    flat = ok & (structure <= _median(structure[ok]))  # the flatter half (least low-frequency structure)
     values: dict[str, float | None] = dict.fromkeys(_NLF)
     bin_of = np.minimum((mean * _BINS).astype(int), _BINS - 1)
     centres, logs, weights = [], [], []
