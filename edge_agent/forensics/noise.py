@@ -258,11 +258,11 @@ def _spectrum(blocks: np.ndarray, flat: np.ndarray, sigma: np.ndarray) -> dict[s
     # |F|^2 as the squares of the interleaved real and imaginary parts [n, 2K]: each block's
     # normaliser is its mean power, the periodogram their weighted mean, and the bands and the
     # Nyquist points fixed averages of it (one matrix product)
-    sq = scipy.fft.rfft2(sel).view(np.float32).reshape(n, -1)
+    f = scipy.fft.rfft2(sel)
+    sq = f.view(f.real.dtype).reshape(n, -1)
     sq *= sq
-    k = sq.shape[1] // 2
-    norm = sq.sum(axis=1) / np.float32(k)
-    p = (np.float32(1) / np.maximum(norm, np.float32(1e-20))) @ sq
+    norm = sq.sum(axis=1) / (sq.shape[1] // 2)
+    p = (1 / np.maximum(norm, 1e-20)) @ sq
     lo, mid, hi, nyq = _band_matrix(b) @ (p[0::2] + p[1::2]).astype(np.float64)
     return {"spec_hf": float(np.log(hi / mid)), "spec_mid": float(np.log(mid / lo)), "spec_nyquist": float(np.log(nyq / hi))}
 
