@@ -84,6 +84,7 @@ class Learned:
     fingerprint_images: int
     notes: list[str] = field(default_factory=list)
     model_logits: list[float] = field(default_factory=list)  # the detector's, one per file of the modality
+    fingerprint_modality: str = ""  # the images the fingerprint judges ("": any)
 
 
 Frames = Callable[[], Iterable[tuple[str, str, np.ndarray]]]
@@ -180,7 +181,8 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
                          if flat_fields is not None else
                          "Enrol from the detector's unprocessed acquisitions or its flat-field frames (--flat-fields)"))
         return Learned(profile_json, None, None, modality or "", shape, noise_images, 0, notes, logits)
-    return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits)
+    return Learned(profile_json, fp.to_bytes(), fp.sha256, modality or "", shape, noise_images, acc.images, notes, logits,
+                   fp.modality)
 
 
 _LATER_FRAME = re.compile(r"\[[1-9][0-9]*\]$")  # "file.dcm[3]": a frame after the first (see _frames)
@@ -375,7 +377,8 @@ def run_learn(args: argparse.Namespace) -> int:
     parts = [f"{learned.noise_images} authentic {learned.modality or 'image'} frame(s) (noise profile)"
              if learned.profile_json is not None else ""]
     if learned.fingerprint_bytes is not None and learned.shape is not None:
-        parts.append(f"{learned.fingerprint_images} {whence} of {learned.shape[0]}x{learned.shape[1]} (fingerprint)")
+        judges = f", for {learned.fingerprint_modality} images" if learned.fingerprint_modality else ""
+        parts.append(f"{learned.fingerprint_images} {whence} of {learned.shape[0]}x{learned.shape[1]} (fingerprint{judges})")
     else:
         parts.append("no fingerprint (see the note above)")
     print(f"# learned from {' and '.join(p for p in parts if p)}; add to agent.yaml or a scan --config file:")

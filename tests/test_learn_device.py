@@ -47,6 +47,7 @@ def test_learn_writes_a_profile_and_a_fingerprint_and_prints_the_config_lines(le
     fp = Fingerprint.from_bytes(data)
     assert fp.shape == SHAPE and fp.images == 10 and fp.modality == "DX"
     assert f"fingerprint_sha256: {fp.sha256}" in run.stdout
+    assert "10 frame(s) of 512x640 (fingerprint, for DX images)" in run.stdout
     assert "skipped first-acquisitions/notes.txt" in run.stderr  # named, not fatal
 
 
