@@ -26,13 +26,24 @@ from .tilebank import group_of, load_tilebank
 __all__ = ["train_detector", "train_baseline", "train_lofo", "sampling_probs", "load_detector", "load_baseline"]
 
 
-def _resume(ck: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any) -> int:
-    """Load the last checkpoint of a run into model/optimizer/schedule; the step to go on from."""
+def _resume(ck: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, seed: int,
+            log: Callable[[str], None] | None = None) -> tuple[int, np.random.Generator]:
+    """Load the last checkpoint of a run into model/optimizer/schedule: the step to go on from and
+    the batch sampler's random generator as it stood there, so a resumed run draws the same
+    batches as one that was never interrupted (same seed, config and ``--threads``: the same
+    weights). Checkpoints written before the generator was saved restart it at ``seed + step``."""
     if not ck.exists():
-        return 0
+        return 0, np.random.default_rng(seed)
     st = torch.load(ck, weights_only=False)
     model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
-    return int(st["step"])
+    start = int(st["step"])
+    rng = np.random.default_rng(seed + start)
+    if "rng" in st:
+        rng.bit_generator.state = st["rng"]
+    elif log is not None:
+        log(f"{ck.name}: an older checkpoint without the sampler's state: batches from step {start} on differ "
+            "from an uninterrupted run's")
+    return start, rng
 
 def sampling_probs(labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """P(sample) = 0.5 / (#groups in its class) / (#items in its group)."""
@@ -89,7 +100,7 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
 
 def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str,
                    exclude_family: str | None = None, steps: int | None = None,
-                   exclude_sources: frozenset[str] = frozenset()) -> Path:
+                   exclude_sources: frozenset[str] = frozenset(), checkpoint_every: int = 100) -> Path:
     """Train the tile detector; returns the final checkpoint path (resumes from ``tag``-last.pt).
     ``exclude_sources``: leave out the real images of these sources and every fake made from them
     (a hospital the detector never saw; the generators' output is kept)."""
@@ -110,12 +121,11 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     opt = torch.optim.AdamW(model.parameters(), lr=dc["lr"], weight_decay=dc["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=dc["lr"], total_steps=steps, pct_start=0.1)
     ck = work / f"{tag}-last.pt"
-    start = _resume(ck, model, opt, sched)
+    start, rng = _resume(ck, model, opt, sched, seed, log)
     if start >= steps:
         return ck
     if start:
         log(f"{tag}: resuming at step {start}")
-    rng = np.random.default_rng(seed + start)
     full_from = int(steps * 0.9)
     t0, run_loss = time.time(), 0.0
     model.train()
@@ -159,9 +169,9 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
         run_loss = 0.98 * run_loss + 0.02 * loss.item() if step > start else loss.item()
         if (step + 1) % 50 == 0:
             log(f"{tag}: step {step + 1}/{steps} loss {run_loss:.4f} ({(time.time() - t0) / (step + 1 - start):.2f} s/step)")
-        if (step + 1) % 100 == 0 or step + 1 == steps:
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step + 1,
-                        "width": list(dc["width"]), "exclude": exclude_family,
+                        "rng": rng.bit_generator.state, "width": list(dc["width"]), "exclude": exclude_family,
                         "exclude_sources": sorted(exclude_sources)}, ck)
     _val_report(work, model, log, tag)
     return ck
@@ -216,10 +226,9 @@ def train_baseline(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     opt = torch.optim.AdamW(model.parameters(), lr=bc["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=bc["lr"], total_steps=steps, pct_start=0.1)
     ck = work / f"{tag}-last.pt"
-    start = _resume(ck, model, opt, sched)
+    start, rng = _resume(ck, model, opt, sched, cfg.seed + 7, log)
     if start >= steps:
         return ck
-    rng = np.random.default_rng(cfg.seed + 7 + start)
     t0 = time.time()
     for step in range(start, steps):
         pick = idx_all[rng.choice(len(idx_all), size=bc["batch"], p=probs)]
@@ -230,7 +239,8 @@ def train_baseline(work: Path, cfg: Config, log: Callable[[str], None], tag: str
         if (step + 1) % 50 == 0:
             log(f"{tag}: step {step + 1}/{steps} loss {loss.item():.4f} ({(time.time() - t0) / (step + 1 - start):.2f} s/step)")
         if (step + 1) % 100 == 0 or step + 1 == steps:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step + 1}, ck)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step + 1,
+                        "rng": rng.bit_generator.state}, ck)
     return ck
 
 

@@ -111,6 +111,12 @@ def train_generator(kind: str, images: np.ndarray, budget: dict[str, Any], batch
         used, step = state["seconds"], state["step"]
         if state.get("done") or used >= seconds or (steps is not None and step >= steps):
             return
+        if "rng" in state:  # go on with the batches and noise an uninterrupted run would draw
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            log(f"{kind}: an older checkpoint without the random state: steps from {step} on differ from an "
+                "uninterrupted run's")
     bce = nn.BCEWithLogitsLoss()
     t0 = time.time()
     last_save = t0
@@ -138,7 +144,8 @@ def train_generator(kind: str, images: np.ndarray, budget: dict[str, Any], batch
         if step % 100 == 0:
             log(f"{kind} step {step} {msg}")
         if time.time() - last_save > 30:
-            torch.save({**{k: m.state_dict() for k, m in mods.items()}, "seconds": used + time.time() - t0, "step": step}, ckpt)
+            torch.save({**{k: m.state_dict() for k, m in mods.items()}, "seconds": used + time.time() - t0, "step": step,
+                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
             last_save = time.time()
     torch.save({**{k: m.state_dict() for k, m in mods.items()}, "seconds": used + time.time() - t0, "step": step,
                 "done": True}, ckpt)
