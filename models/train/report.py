@@ -80,7 +80,8 @@ python -m pytest -q tests/test_detector_export.py
 Every figure in this report comes from `{wd}/eval-{cfg.version}/eval.json`, written by `--stage evaluate`
 (test/val/DICOM/precisions/robustness/confounds/pointing game) and `--stage compare` (baseline, LOFO, ROC plot);
 this file is rendered from it by `--stage ship`. Seeds: config `seed` ({cfg.seed}); config sha256 `{cfg.sha256[:16]}...`.
-The data stages reproduce bit for bit (the manifest's sha256s); a retrained network reproduces the
+The data stages reproduce (the image lists have the manifest's sha256s, and the file-facts
+regression below comes out the same to the last digit); a retrained network reproduces the
 figures on hundreds of images within a second seed's spread, not those on a handful (the external
 GAN images, the pointing game): 1.9.0's own rerun is in docs/candidates/xray-npr-1.9.0.md.
 """
