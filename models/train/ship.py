@@ -16,6 +16,7 @@ from typing import Any, Callable
 from edge_agent.manifest import sha256_file
 
 from .config import Config
+from .data_check import images_content_sha256
 from .report import render_report
 
 __all__ = ["ship", "int8_passes", "build_manifest"]
@@ -124,6 +125,7 @@ def ship(work: Path, cfg: Config, log: Callable[[str], None], out_root: Path) ->
     training = {"manifest_sha256": sha256_file(idx), "manifest": "index.csv of the training run (sha256 of the real-image index; "
                 "fakes are regenerated deterministically from it, config and seed)",
                 "images_csv_sha256": sha256_file(work / "images.csv"),
+                "images_content_sha256": images_content_sha256(work),  # python -m models.train.data_check
                 "config_sha256": cfg.sha256, "seed": cfg.seed,
                 "sources": ["Hannover COVID-19 image repository (PNG 640 px + JPEG 2000 px, 57 patients)",
                             "Cohen et al. covid-chestxray-dataset other-cc images", "Kermany 2018 224 px pediatric CXR",
