@@ -134,7 +134,8 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
             fp_modality = flat_modality
         elif flat_modality and flat_modality != fp_modality:
             notes.append(f"the flat-field frames are labelled modality {flat_modality}; the fingerprint is recorded for "
-                         + (f"{fp_modality} images (the acquisitions')" if fp_modality else "images of any modality"))
+                         + (f"{fp_modality} images ({'the acquisitions' if read is not None else '--modality'})"
+                            if fp_modality else "images of any modality"))
         modality = modality or ""
         if acquired is not None and shapes and acquired not in shapes:
             flat = shapes.most_common(1)[0][0]
