@@ -112,3 +112,42 @@ def test_check_reading_a_spread_subset_in_place_measures_what_a_copy_of_those_ti
     in_place, copied = measure_noise(tiles, pick), measure_noise(tiles[list(pick)])
     assert in_place == copied and in_place.flat_blocks > 0
     assert measure_noise(tiles[:, 0]) == measure_noise(tiles)
+
+
+
+def _reference_fit(xs, ys, ws):
+    """The Poisson-Gaussian fit as first written (np.average, per-row sums): the test's oracle."""
+    from edge_agent.forensics.noise import _EXPONENTS
+
+    x, v, w = np.asarray(xs), np.exp(2 * np.asarray(ys)), np.asarray(ws)
+    e = np.exp(_EXPONENTS[:, None] * x[None, :])
+    a0, a1 = np.broadcast_to(w / v, e.shape), e * (w / v)
+    g00, g01, g11 = (a0 * a0).sum(1), (a0 * a1).sum(1), (a1 * a1).sum(1)
+    h0, h1 = (a0 * w).sum(1), (a1 * w).sum(1)
+    det = g00 * g11 - g01 * g01
+    f = np.where(det > 0, (g11 * h0 - g01 * h1) / np.where(det > 0, det, 1), -1.0)
+    q = np.where(det > 0, (g00 * h1 - g01 * h0) / np.where(det > 0, det, 1), -1.0)
+    bad = (f < 0) | (q < 0)
+    f_only, q_only = np.maximum(h0 / g00, 0), np.maximum(h1 / g11, 0)
+    use_f = ((a0 * f_only[:, None] - w) ** 2).sum(1) <= ((a1 * q_only[:, None] - w) ** 2).sum(1)
+    f = np.where(bad, np.where(use_f, f_only, 0.0), f)
+    q = np.where(bad, np.where(use_f, 0.0, q_only), q)
+    model = f[:, None] + q[:, None] * e
+    rms = np.sqrt(np.average((np.log(np.maximum(model, 1e-30)) - np.log(v)[None, :]) ** 2, weights=w, axis=1)) / 2
+    return float(_EXPONENTS[int(np.argmin(rms))]), float(rms.min())
+
+
+def test_grain_of_one_strength_at_every_grey_level_gets_the_same_fit_on_any_machine():
+    """Noise that does not follow the signal ties several exponents of the fit to the last bit; the
+    tie must fall where the profiles were learned, on any CPU. A matrix product (BLAS) rounded the
+    later rows one unit lower and moved the exponent from 1 to 11 on 5 of 150 such ramps."""
+    from edge_agent.forensics.noise import _poisson_gaussian_fit
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        n = int(rng.integers(3, 9))
+        xs = sorted(rng.uniform(0.05, 0.95, n).tolist())
+        ys = (np.log(rng.choice([0.002, 0.01, 0.03])) + rng.choice([0, 1e-9]) * rng.standard_normal(n)).tolist()
+        ws = np.sqrt(rng.integers(3, 40, n)).tolist()
+        got = _poisson_gaussian_fit(xs, ys, ws)
+        assert (got["exponent"], got["fit_rms"]) == _reference_fit(xs, ys, ws)

@@ -212,8 +212,11 @@ def _poisson_gaussian_fit(xs: Sequence[float], ys: Sequence[float], ws: Sequence
     x, v, w = np.asarray(xs), np.exp(2 * np.asarray(ys)), np.asarray(ws)
     u = w / v  # the f column of the weighted relative design (the same for every lam)
     a1 = np.exp(_EXPONENTS[:, None] * x[None, :]) * u  # [L, n]: the q column, per lam
-    g00, h0 = float(u @ u), float(u @ w)
-    (g01, h1), g11 = (a1 @ np.stack((u, w), axis=1)).T, np.einsum("ln,ln->l", a1, a1)
+    # numpy's own reductions, not BLAS: identical rows must give identical sums, so that a fit
+    # with no quantum term ties every lam exactly and argmin keeps the first (BLAS kernels round
+    # by CPU and tail position: a tie broken at lam 11 instead of 1)
+    g00, h0 = float((u * u).sum()), float((u * w).sum())
+    g01, h1, g11 = (a1 * u).sum(1), (a1 * w).sum(1), (a1 * a1).sum(1)
     det = g00 * g11 - g01 * g01
     safe = np.where(det > 0, det, 1)
     f = np.where(det > 0, (g11 * h0 - g01 * h1) / safe, -1.0)
@@ -227,7 +230,7 @@ def _poisson_gaussian_fit(xs: Sequence[float], ys: Sequence[float], ws: Sequence
     q = np.where(bad, np.where(use_f, 0.0, q_only), q)
     model = f[:, None] + q[:, None] * (a1 / u)
     dev = np.log(np.maximum(model, 1e-30)) - np.log(v)
-    rms = np.sqrt((dev * dev) @ (w / w.sum())) / 2
+    rms = np.sqrt((dev * dev * w).sum(1) / w.sum()) / 2  # np.average's own arithmetic
     i = int(np.argmin(rms))
     lam, fi, qi, err = float(_EXPONENTS[i]), float(f[i]), float(q[i]), float(rms[i])
     # the quantum term at mid-grey, in ln(std); floor it so "no quantum noise at all" stays finite
