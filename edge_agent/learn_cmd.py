@@ -117,18 +117,19 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
     logits: list[float] = []
     if read is not None:
         profile_json, noise_images, modality, shapes, logits = _learn_profile(read, modality, min_images, notes, score)
-    source, chosen, fp_modality = read, modality, modality or ""
+    source, chosen, fp_modality = read, modality, (modality or "").strip().upper()
     if flat_fields is not None:
         acquired = shapes.most_common(1)[0][0] if shapes else None
         source, chosen = flat_fields, None  # every flat frame is this detector's
         shapes, named = collections.Counter[tuple[int, int]](), set()
         for _, m, f in flat_fields():
             shapes[(int(f.shape[0]), int(f.shape[1]))] += 1
-            named.add(m)
-        # the fingerprint is the flat frames' alone: their modality, if they name one projection
-        # modality (the same factory enrolment then gives the same signed bytes whatever acquisitions
-        # join it later). Calibration frames labelled otherwise (OT, none) would leave every clinical
-        # image unchecked: then the acquisitions' modality, or none.
+            if m.strip():
+                named.add(m.strip().upper())
+        # the fingerprint is the flat frames' alone: their modality, if they all name one projection
+        # modality (the same factory enrolment then gives the same signed bytes when acquisitions of
+        # that modality join it later). Calibration frames labelled otherwise (OT) would leave every
+        # clinical image unsearched: then the acquisitions' modality (or --modality), or none.
         flat_modality = named.pop() if len(named) == 1 else ""
         if flat_modality in PROJECTION_MODALITIES and fp_modality in ("", flat_modality):
             fp_modality = flat_modality

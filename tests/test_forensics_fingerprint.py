@@ -129,15 +129,20 @@ def test_the_enrolled_modality_is_stored_and_a_fingerprint_without_one_keeps_its
         Fingerprint(fp.pattern, fp.predictor, modality="X" * 17, images=1)
 
 
-def test_an_image_of_another_modality_is_not_judged_and_one_without_a_modality_is(check, panels):
+def test_an_image_of_another_modality_is_not_searched_unless_it_has_the_detectors_frame_size(check, panels):
     fp = check.fingerprint
     dx = FingerprintCheck(Fingerprint(fp.pattern, fp.predictor, fp.model, fp.images, fp.bits, fp.scale, modality="DX"))
     img = panels[1].acquire(np.random.default_rng(8))  # another panel: "absent" wherever it is judged
-    tiles, origins = grid_tiles(img, 256, 64)
-    ct = dx.check(img, tiles, origins, modality="CT")
+    slice_ = np.ascontiguousarray(img[:200, :200])  # a CT slice's size, not the panel's
+    ct = dx.check(slice_, modality="CT")
     assert ct.score is None and ct.flagged_codes == ("fingerprint.other_modality",)
-    for modality in ("DX", ""):  # its own modality, or an export that names none
-        assert "fingerprint.absent" in dx.check(img, tiles, origins, modality=modality).flagged_codes
+    assert "modality CT" in ct.reasons[0].message and "DX detector" in ct.reasons[0].message
+    # the panel's own frame size: judged whatever the header claims (relabelling a forgery must not
+    # switch the check off), as are its own modality written loosely and exports that name none
+    tiles, origins = grid_tiles(img, 256, 64)
+    for modality in ("CT", " dx", ""):
+        assert "fingerprint.absent" in dx.check(img, tiles, origins, modality=modality).flagged_codes, modality
+    assert "fingerprint.other_modality" not in dx.check(slice_, modality="dx ").flagged_codes
 
 
 def test_one_bit_fingerprint_is_eight_times_smaller_and_still_recognises_its_panel(check, panels):

@@ -67,19 +67,19 @@ def test_scan_with_the_learned_files_passes_this_device_and_flags_another(learne
             assert v["verdict"] in ("suspicious", "synthetic") and "fingerprint.absent" in codes, v
 
 
-def test_a_ct_slice_the_size_of_the_dx_panel_is_not_judged_by_its_fingerprint(learned) -> None:
-    """The DX panel's fingerprint says nothing about a CT slice that happens to have its size: it
-    would read "absent" (another detector's image) and push an authentic slice to an alert."""
+def test_a_ct_series_is_not_searched_for_the_dx_panels_fingerprint_but_a_relabelled_frame_is_judged(learned) -> None:
+    """A CT slice says nothing about the DX panel: searching every slice for the panel's pattern
+    costs time and reads "not placed". A frame of the panel's own size relabelled CT is judged."""
     work, run = learned
     (work / "agent-ct.yaml").write_text(run.stdout)
-    dx_acquisitions(work / "ct-slices", panel_seed=77, n=1, seed=5, modality="CT")
-    dx_acquisitions(work / "dx-other", panel_seed=77, n=1, seed=5)  # the same pixels, called DX
-    scan = _cli("scan", "--jsonl", "--config", "agent-ct.yaml", "ct-slices", "dx-other", cwd=work)
+    dx_acquisitions(work / "ct-slices", panel_seed=77, n=1, seed=5, shape=(512, 512), modality="CT")
+    dx_acquisitions(work / "relabelled", panel_seed=77, n=1, seed=5, modality="CT")  # the panel's 512x640
+    scan = _cli("scan", "--jsonl", "--config", "agent-ct.yaml", "ct-slices", "relabelled", cwd=work)
     verdicts = {v["path"].split("/")[0]: v for v in map(json.loads, scan.stdout.splitlines())}
     ct = {r["code"]: r["message"] for r in verdicts["ct-slices"]["reasons"]}
-    assert "fingerprint.absent" not in ct and "fingerprint.other_modality" in ct, ct
+    assert "fingerprint.other_modality" in ct and "fingerprint.geometry_mismatch" not in ct, ct
     assert "modality CT" in ct["fingerprint.other_modality"] and "DX" in ct["fingerprint.other_modality"]
-    assert "fingerprint.absent" in {r["code"] for r in verdicts["dx-other"]["reasons"]}
+    assert "fingerprint.absent" in {r["code"] for r in verdicts["relabelled"]["reasons"]}
 
 
 def test_too_few_images_writes_nothing_and_says_how_many_are_needed(tmp_path: Path) -> None:

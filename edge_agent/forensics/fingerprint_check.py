@@ -192,12 +192,15 @@ class FingerprintCheck:
         ``declared``: where the image's header says it lies (DICOM Field of View, PS3.3
         C.8.11.4.1.1; :func:`.placement.declared_placement`), tried before any search; pixels that
         lie elsewhere get a ``fingerprint.header_placement_differs`` note. ``modality``: the image's
-        DICOM Modality; an image of another modality than the enrolled one is not judged
-        (``fingerprint.other_modality``: a CT slice of the panel's size is not the panel's image)."""
-        enrolled = self.fingerprint.modality
-        if enrolled and modality and modality != enrolled:
+        DICOM Modality; an image of another modality than the enrolled one is not searched for the
+        pattern (``fingerprint.other_modality``: a CT series on a DX device would pay the placement
+        search per slice), unless it has the detector's own frame size: the header is the sender's
+        word, and relabelling a forged frame must not switch the check off."""
+        enrolled, claimed = self.fingerprint.modality.strip().upper(), modality.strip().upper()
+        h, w = self.fingerprint.shape
+        if enrolled and claimed and claimed != enrolled and tuple(frame.shape) not in ((h, w), (w, h)):
             return LayerFinding("fingerprint", None, (Reason(
-                "fingerprint.other_modality", f"not checked: the image is modality {modality}, the fingerprint is of "
+                "fingerprint.other_modality", f"not checked: the image is modality {claimed}, the fingerprint is of "
                 f"this device's {enrolled} detector"),))
         at = list(origins) if origins is not None else self._origins(frame)
         tile = int(tiles.shape[-1]) if tiles is not None else self.tile  # the caller's tiles, for the heat map
