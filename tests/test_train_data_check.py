@@ -67,3 +67,14 @@ def test_a_manifest_from_before_content_hashes_says_not_recorded_and_prints_the_
     assert main(["--work", str(work), "--model", str(model)]) == 0
     out = capsys.readouterr().out
     assert "images_content_sha256: not recorded" in out and images_content_sha256(work) in out
+
+
+def test_a_listed_file_that_is_gone_is_reported_not_a_traceback(tmp_path: Path, capsys) -> None:
+    work = _work(tmp_path / "work")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "manifest.json").write_text(json.dumps({"training_data": {"images_content_sha256": images_content_sha256(work)}}))
+    (work / "1.png").unlink()
+    assert main(["--work", str(work), "--model", str(model)]) == 1
+    out = capsys.readouterr().out
+    assert "images_content_sha256: differs" in out and "1.png" in out and "img1" in out

@@ -3,8 +3,9 @@
     python -m models.train.data_check --work runs/w9 --model models/xray-npr-1.9.0
 
 The manifest records the sha256 of the real-image index (``index.csv``), of the list of every image
-the stages made (``images.csv``) and, from 2026-12-08 on, of their contents
-(:func:`images_content_sha256`: every image and tamper mask file, by id). The data stages are
+the stages made (``images.csv``, with their paths: rebuild in a folder of the same name, from the same
+directory) and, from 2026-12-08 on, of their contents (:func:`images_content_sha256`: every image
+and tamper mask file, by id). The data stages are
 seeded, so the same command on the same data folder should give the same three; this says which
 match. Exit status 0 when every recorded hash matches, 1 when one differs.
 """
@@ -26,10 +27,16 @@ __all__ = ["images_content_sha256", "check"]
 
 def images_content_sha256(work: Path) -> str:
     """One sha256 over the contents of every file ``images.csv`` lists (image and mask), in id
-    order: ``id``, the image file's sha256 and the mask's (or nothing), one line each. Paths are
-    left out, so a work folder moved elsewhere gives the same value."""
+    order: ``id``, the image file's sha256 and the mask's (or nothing), one line each. The files are
+    read where ``images.csv`` says, as the training stages read them: paths relative to the folder
+    the stages ran from (run this from there). The paths themselves are not hashed (they are in
+    ``images_csv_sha256``). Raises FileNotFoundError naming a listed file that is not there."""
     h = hashlib.sha256()
     for row in sorted(read_images(work), key=lambda r: r["id"]):
+        for key in ("path", "mask"):
+            if row[key] and not Path(row[key]).is_file():
+                raise FileNotFoundError(f"{row[key]} ({row['id']}'s {key} in {work / 'images.csv'}) is not there: "
+                                        "run from the folder the stages ran from, or rebuild the fakes")
         mask = sha256_file(Path(row["mask"])) if row["mask"] else ""
         h.update(f"{row['id']} {sha256_file(Path(row['path']))} {mask}\n".encode())
     return h.hexdigest()
@@ -44,8 +51,11 @@ def check(work: Path, manifest: dict) -> dict[str, str]:
                          ("images_content_sha256", lambda: images_content_sha256(work))):
         if key not in recorded:
             out[key] = "not recorded"
-        else:
+            continue
+        try:
             out[key] = "match" if compute() == recorded[key] else "differs"
+        except FileNotFoundError as exc:
+            out[key] = f"differs ({exc})"
     return out
 
 
@@ -58,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     result = check(args.work, manifest)
     for key, verdict in result.items():
         print(f"{key}: {verdict}")
-    if "images_content_sha256" in result and result["images_content_sha256"] == "not recorded":
-        print(f"images_content_sha256 of {args.work}: {images_content_sha256(args.work)}")
-    return 1 if "differs" in result.values() else 0
+    if result["images_content_sha256"] == "not recorded":
+        try:
+            print(f"images_content_sha256 of {args.work}: {images_content_sha256(args.work)}")
+        except FileNotFoundError as exc:
+            print(f"images_content_sha256 of {args.work}: cannot be computed ({exc})")
+            return 1
+    return 1 if any(v.startswith("differs") for v in result.values()) else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ __all__ = ["train_detector", "train_baseline", "train_lofo", "sampling_probs", "
 
 
 def _resume(ck: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, seed: int,
-            log: Callable[[str], None] | None = None) -> tuple[int, np.random.Generator]:
+            steps: int, log: Callable[[str], None] | None = None) -> tuple[int, np.random.Generator]:
     """Load the last checkpoint of a run into model/optimizer/schedule: the step to go on from and
     the batch sampler's random generator as it stood there, so a resumed run draws the same
     batches as one that was never interrupted (same seed, config and ``--threads``: the same
@@ -40,7 +40,7 @@ def _resume(ck: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched:
     rng = np.random.default_rng(seed + start)
     if "rng" in st:
         rng.bit_generator.state = st["rng"]
-    elif log is not None:
+    elif log is not None and start < steps:  # a finished run has nothing left to draw
         log(f"{ck.name}: an older checkpoint without the sampler's state: batches from step {start} on differ "
             "from an uninterrupted run's")
     return start, rng
@@ -121,7 +121,7 @@ def train_detector(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     opt = torch.optim.AdamW(model.parameters(), lr=dc["lr"], weight_decay=dc["weight_decay"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=dc["lr"], total_steps=steps, pct_start=0.1)
     ck = work / f"{tag}-last.pt"
-    start, rng = _resume(ck, model, opt, sched, seed, log)
+    start, rng = _resume(ck, model, opt, sched, seed, steps, log)
     if start >= steps:
         return ck
     if start:
@@ -226,7 +226,7 @@ def train_baseline(work: Path, cfg: Config, log: Callable[[str], None], tag: str
     opt = torch.optim.AdamW(model.parameters(), lr=bc["lr"], weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=bc["lr"], total_steps=steps, pct_start=0.1)
     ck = work / f"{tag}-last.pt"
-    start, rng = _resume(ck, model, opt, sched, cfg.seed + 7, log)
+    start, rng = _resume(ck, model, opt, sched, cfg.seed + 7, steps, log)
     if start >= steps:
         return ck
     t0 = time.time()
