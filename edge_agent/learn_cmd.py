@@ -169,7 +169,7 @@ def learn_device(read: Frames | None, modality: str | None = None, min_images: i
             acc.add(frame)
     if acc.images != count:
         raise ForensicsError(f"the images changed while they were read ({acc.images} of {count} found again)")
-    fp = replace(acc.finish(), modality=fp_modality).quantised(8)  # the check then skips other modalities' images
+    fp = replace(acc.finish(), modality=fp_modality).quantised(8)  # the check then leaves other modalities unsearched
     carried = float((fp.predictor > 0).mean())
     if carried < MIN_PATTERN_SHARE:
         # simulator (scratch check, docs/forensics.md): one panel's images carry a pattern in 54 % of the
