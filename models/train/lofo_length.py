@@ -62,7 +62,7 @@ def main() -> None:
         y = np.array([int(r["label"]) for r in test])
         out[fam] = ev._metrics(y, ev._agg(ts, test, method, k), thr)
         out_path.write_text(json.dumps(out, indent=1))
-        before = report["lofo"].get(fam, {}).get("detector", {})
+        before = report.get("lofo", {}).get(fam, {}).get("detector", {})  # written by the compare stage
         log(f"held out {fam}: {args.steps} steps AUC {out[fam]['auc']:.3f}, TPR@1% {out[fam]['tpr_at_1pct_fpr_valthr']:.1%}; "
             f"report ({cfg.lofo['steps']} steps) AUC {before.get('auc', float('nan')):.3f}, "
             f"TPR@1% {before.get('tpr_at_1pct_fpr_valthr', float('nan')):.1%}")
