@@ -136,6 +136,12 @@ class Evidence:
         costs less than the model loses on one thread fewer: ``Pipeline.score_frame``)."""
         return self._fingerprint is not None or self._copy is not None
 
+    def run_beside_model(self) -> None:
+        """The pipeline runs the frame layers on a thread of their own while the model infers: the
+        fingerprint check then keeps to that one thread instead of splitting its tiles over two."""
+        if self._fingerprint is not None:
+            self._fingerprint.threads = 1
+
     def for_frame(self, frame: np.ndarray, fs: FrameScore, decoded: DecodedImage) -> list[LayerFinding]:
         return self.frame_evidence(frame, fs.tiles, fs.origins, decoded).findings
 

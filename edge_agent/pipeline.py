@@ -32,17 +32,19 @@ __all__ = ["Pipeline", "ScoredFrame", "open_pipeline"]
 
 log = logging.getLogger(__name__)
 
-# Images with fewer tiles than this run the physics and fingerprint layers on a second thread while
-# the model infers (they read the model's tiles, not its output), and the model then runs on a
-# session with one thread fewer, so the layers have a core of their own (Detector.add_narrow_session):
-# on a 512x512 image (4 tiles) the layers cost about as much as the model. Larger images run the
-# model on all its threads and the layers afterwards, when the narrower inference costs more than
-# the layers it hides.
-# Model + layers, ms (2-core VM, xray-npr 1.7.0, crops of RG1): 4 tiles 6.4-7.4 beside vs 10.2-11.5
-# after; 16 tiles 22.4 vs 26.5; 20 tiles 28.0 vs 29.0; 25 tiles 36.1 vs 35.8; 33 (RG3) 44.0 vs 40.7.
-# Only when the fingerprint or the copy search is among them (Evidence.worth_a_core): the physics
-# layer alone takes ~1.2 ms of a 512x512 slice, and the model on one thread fewer loses more than
-# that (benchmarks.bench_forensics, xray-npr 1.9.0, a CT device's layers: 6.7 ms beside vs 4.7 after).
+# When the fingerprint or the copy search is among the frame layers (Evidence.worth_a_core) they run
+# on a thread of their own while the model infers (they read the model's tiles, not its output), and
+# the fingerprint check then keeps to that thread (Evidence.run_beside_model). Images with fewer tiles
+# than this also run the model on a session with one thread fewer (Detector.add_narrow_session), so
+# model and layers each have a core: on a 512x512 image (4 tiles) the layers cost about as much as the
+# model. Larger images keep the model on all its threads.
+# Model + layers, ms (2-core VM, xray-npr 1.7.0, crops of RG1, layers beside a narrow model vs after a
+# full one): 4 tiles 6.4-7.4 vs 10.2-11.5; 16 tiles 22.4 vs 26.5; 20 tiles 28.0 vs 29.0; 25 tiles
+# 36.1 vs 35.8; 33 (RG3) 44.0 vs 40.7. Beside a full-width model with a one-thread fingerprint check
+# (2026-12-08, xray-npr 1.9.0, interleaved in one process, 0.15 s pauses): RG1 added 0.24-0.27 of the
+# model vs 0.33-0.34 after it, RG3 0.39 vs 0.48.
+# The physics layer alone (a CT device) runs after the model: ~1.2 ms of a 512x512 slice, and the
+# model on one thread fewer loses more than that (6.7 ms beside vs 4.7 after).
 CONCURRENT_BELOW_TILES = 20
 
 
@@ -64,7 +66,10 @@ class Pipeline:
         self.limits = limits
         self.evidence = evidence if evidence is not None else Evidence()
         self._layers: ThreadPoolExecutor | None = None
-        # small frames: the layers on a core of their own, the model on the others (CONCURRENT_BELOW_TILES)
+        # the layers on a thread of their own beside the model; small frames: the model on the other
+        # cores (CONCURRENT_BELOW_TILES)
+        if self.evidence.worth_a_core:
+            self.evidence.run_beside_model()
         self._narrow = self.evidence.worth_a_core and self._open_narrow_session()
         self.calibration = self.evidence.settings.model_calibration
         self._calibration_note = ""  # the calibration's description, composed once for every verdict
@@ -185,11 +190,11 @@ class Pipeline:
         """The model's score and the physics/fingerprint evidence of one frame, and the ms the
         layers added after the model (beside it on small images: :data:`CONCURRENT_BELOW_TILES`)."""
         prepared = self.detector.prepare(frame)
-        if self.evidence.worth_a_core and len(prepared.origins) < CONCURRENT_BELOW_TILES:
+        if self.evidence.worth_a_core:
             if self._layers is None:
                 self._layers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forensics")
             pending = self._layers.submit(self.evidence.frame_evidence, frame, prepared.tiles, prepared.origins, decoded)
-            fs = self.detector.score(frame, prepared, narrow=self._narrow)
+            fs = self.detector.score(frame, prepared, narrow=self._narrow and len(prepared.origins) < CONCURRENT_BELOW_TILES)
             t1 = time.perf_counter()
             evidence = pending.result()
         else:

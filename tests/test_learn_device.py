@@ -183,12 +183,18 @@ def test_layers_running_beside_the_model_give_the_same_verdict_as_after_it(learn
             v.pop("timings_ms")
         return out, pipe._narrow
 
-    # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES: the model runs on its narrow session (one thread here)
+    # 512x640: 6 tiles, below CONCURRENT_BELOW_TILES: the model runs on its narrow session (one thread
+    # here) beside the layers; larger images run it on all its threads beside them; and without a
+    # fingerprint the layers run after the model, the check's tiles split over two threads
     beside, narrow = verdicts()
     monkeypatch.setattr(pipeline_module, "CONCURRENT_BELOW_TILES", 0)
-    after, _ = verdicts()
-    assert narrow
-    assert beside == after
+    beside_wide, _ = verdicts()
+    from edge_agent.evidence import Evidence
+
+    monkeypatch.setattr(Evidence, "worth_a_core", property(lambda self: False))
+    after, narrow_after = verdicts()
+    assert narrow and not narrow_after
+    assert beside == beside_wide == after
     assert {r["code"] for r in beside[1]["reasons"]} >= {"fingerprint.absent"}
 
 

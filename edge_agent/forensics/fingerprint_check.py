@@ -155,6 +155,9 @@ class FingerprintCheck:
         self.model_error = model_error
         self.weak_gain = weak_gain
         self.fft_tiles = max(1, fft_tiles)
+        # threads for the tiles' chunks (at most the machine's two): 1 when the check runs on a
+        # thread of its own beside the model's inference (Evidence.run_beside_model)
+        self.threads = _THREADS
         self.fingerprint = fingerprint
         self.present_pce = present_pce
         self.local_z = local_z
@@ -394,6 +397,7 @@ class FingerprintCheck:
             sub = FingerprintCheck(fp, self.present_pce, self.local_z if p.binning == 1 else math.inf, self.cell,
                                    tile, self.max_tiles, self.tolerance, self.weak_gain, self.fft_tiles,
                                    self.min_intact, self.model_error, placement=False)
+            sub.threads = self.threads
         self._subs[key] = sub
         while len(self._subs) > 4:
             self._subs.pop(next(iter(self._subs)))
@@ -427,9 +431,10 @@ class FingerprintCheck:
         num_l, pred_l, var_l = (np.empty((n, g, g)) for _ in range(3))
         mult = self.fingerprint.model == "multiplicative"
         fft_set, measured, rest = _fft_subset(n, self.fft_tiles)
-        parallel = _THREADS > 1 and n >= _PARALLEL_TILES
+        threads = max(1, min(self.threads, _THREADS))
+        parallel = threads > 1 and n >= _PARALLEL_TILES
         parts = -(-n // _CHUNK) if parallel else 1
-        parts += -parts % _THREADS if parallel else 0  # as many chunks for each thread, of even size
+        parts += -parts % threads if parallel else 0  # as many chunks for each thread, of even size
         chunk = -(-n // parts)
 
         def one_chunk(s: int) -> None:
