@@ -14,10 +14,10 @@ model and the layers are timed in alternating rounds, so a busy spell weighs on 
 
 ``ratio`` is the layers' own time over the model's (run one after the other); ``added`` is what
 they add to the model in the agent's pipeline (``Pipeline.score_frame``: model, physics and
-fingerprint of one frame), where images of fewer than ``CONCURRENT_BELOW_TILES`` tiles run the
-layers on a second thread while the model infers on its narrow session (one thread fewer: one
-here): (pipeline - model) / model, ``model`` being the two-thread session the agent runs when no
-layer is configured. The agent's
+fingerprint of one frame), where, with a fingerprint, the layers run on a second thread while the
+model infers (on its narrow session, one thread fewer, for images of fewer than
+``CONCURRENT_BELOW_TILES`` tiles): (pipeline - model) / model, ``model`` being the two-thread
+session the agent runs when no layer is configured. The agent's
 ONNX Runtime session stops its worker threads spinning when a run returns
 (``runtime.SPIN_STOP``); ``spin`` times the same model with the runtime's default (workers spin
 on), which is faster back to back on small images, and ``model`` in the ratios is the faster of
