@@ -188,7 +188,8 @@ class Pipeline:
 
     def score_frame(self, frame: np.ndarray, decoded: DecodedImage) -> tuple[FrameScore, FrameEvidence, float]:
         """The model's score and the physics/fingerprint evidence of one frame, and the ms the
-        layers added after the model (beside it on small images: :data:`CONCURRENT_BELOW_TILES`)."""
+        layers added after the model (they run beside it when the fingerprint or the copy search is
+        among them, :data:`CONCURRENT_BELOW_TILES`)."""
         prepared = self.detector.prepare(frame)
         if self.evidence.worth_a_core:
             if self._layers is None:

@@ -5,9 +5,8 @@
 The manifest records the sha256 of the real-image index (``index.csv``), of the list of every image
 the stages made (``images.csv``, with their paths: rebuild in a folder of the same name, from the same
 directory) and, from 2026-12-08 on, of their contents (:func:`images_content_sha256`: every image
-and tamper mask file, by id). The data stages are
-seeded, so the same command on the same data folder should give the same three; this says which
-match. Exit status 0 when every recorded hash matches, 1 when one differs.
+and tamper mask file, by id). The data stages are seeded, so the same command on the same data
+folder should give the same three; this says which match. Exit status 0 when every recorded hash matches, 1 when one differs.
 """
 
 from __future__ import annotations
