@@ -30,7 +30,7 @@ from ..tiling import full_to_tiles, grid_origins, grid_tiles, tiles_to_full
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
 from .fingerprint import _REL_BLOCK, Fingerprint
-from .placement import BINNED_MARGIN, ORIENTATIONS, Placement, PlacementSearch, binned_high_pass
+from .placement import ORIENTATIONS, Placement, PlacementSearch, binned_high_pass, threshold_margin
 from .residual import WB, background_energy, cells, intact_blocks, spectrum_multiplicity, wiener_weight
 
 __all__ = ["FingerprintCheck", "FingerprintMeasurement"]
@@ -319,8 +319,7 @@ class FingerprintCheck:
         if not self.placement:
             return None, None
         recent, tried, weak = self._recent, None, None
-        if recent is not None and recent.orientation.to_image(
-                np.empty(recent.turned_back_shape, np.bool_)).shape == frame.shape:
+        if recent is not None and recent.orientation.turned_shape(recent.turned_back_shape) == frame.shape:
             finding = self._measure_placed(frame, origins, tile, recent, "checked at that position")
             if finding is not None and not _weak(finding):
                 return finding, None
@@ -350,7 +349,7 @@ class FingerprintCheck:
         """The check of ``frame`` turned back and laid on the detector at ``p``; ``None`` when the
         fingerprint is not present there after all (the native verdict stands). A binned placement
         (from a header or remembered) counts only at a binning this check searches, and needs the
-        binned search's margin (:data:`.placement.BINNED_MARGIN`): a header cannot claim a binning
+        binned search's margin (:func:`.placement.threshold_margin`): a header cannot claim a binning
         whose null was never calibrated."""
         if p.binning > 1 and p.binning not in self.binnings:
             return None
@@ -362,7 +361,7 @@ class FingerprintCheck:
             return None
         sub_tiles, sub_origins = grid_tiles(det, sub.tile, self.max_tiles)
         m = sub.measure(det, sub_tiles, sub_origins)
-        if m.pce < self.present_pce * (1.0 if p.binning == 1 else BINNED_MARGIN):
+        if m.pce < self.present_pce * threshold_margin(p.binning):
             return None
         score, reasons = sub._judge(m, sub_origins, lambda r, c: p.orientation.point_to_image(r, c, det.shape))
         local = "" if p.binning == 1 else "; the local check is not made on binned images"

@@ -42,7 +42,7 @@ from ..errors import ForensicsError
 from .residual import block_mean, noise_residual
 
 __all__ = ["Orientation", "ORIENTATIONS", "Placement", "PlacementSearch", "declared_placement", "binned_high_pass",
-           "BINNED_MARGIN"]
+           "BINNED_MARGIN", "threshold_margin", "search_residual"]
 
 _NEIGHBOURHOOD = 11  # lags around the peak left out of the background energy (Goljan et al. 2009)
 
@@ -64,6 +64,12 @@ class Orientation:
         """The image-oriented array back in the detector's orientation (inverse of :meth:`to_image`)."""
         b = np.rot90(a, -self.quarter_turns)
         return b[:, ::-1] if self.mirrored else b
+
+    def turned_shape(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """The shape of an array of ``shape`` after :meth:`to_image` or :meth:`to_detector` (a quarter
+        turn swaps the sides, a mirror does not)."""
+        h, w = int(shape[0]), int(shape[1])
+        return (w, h) if self.quarter_turns % 2 else (h, w)
 
     def dicom(self) -> tuple[int, bool]:
         """(Field of View Rotation in degrees clockwise, Field of View Horizontal Flip) of PS3.3
@@ -127,7 +133,7 @@ def declared_placement(dataset: object, image_shape: tuple[int, int], detector: 
     if not (math.isfinite(b_row) and 1 <= b_row <= 64) or b_row != b_col or b_row != int(b_row):
         return None  # unequal, fractional or absurd binning: not a block average of the pattern
     b = int(b_row)
-    height, width = (v * b for v in o.to_detector(np.empty(image_shape, np.bool_)).shape)
+    height, width = (v * b for v in o.turned_shape(image_shape))
     if row < 0 or col < 0 or row + height > detector[0] or col + width > detector[1]:
         return None
     return Placement(o, row, col, height, width, pce=float("nan"), threshold=float("nan"), positions=1, binning=b)
@@ -190,6 +196,14 @@ class Placement:
 BINNED_MARGIN = 3.0
 
 
+def threshold_margin(binning: int) -> float:
+    """How much a placement at ``binning`` must exceed the native presence threshold: binned
+    images' null has heavier tails than native ones' (:func:`binned_high_pass`), so their threshold
+    is raised by ``BINNED_MARGIN`` (chosen on calibration panels, docs/forensics.md), whether the
+    placement was searched, declared by a header or remembered."""
+    return 1.0 if binning == 1 else BINNED_MARGIN
+
+
 def binned_high_pass(pattern: np.ndarray) -> np.ndarray:
     """What binned images are correlated with: the binned pattern minus its Gaussian blur (sigma
     1 px). Block averaging keeps the pattern's low-frequency part (flat-field drift) and quarters its
@@ -197,6 +211,13 @@ def binned_high_pass(pattern: np.ndarray) -> np.ndarray:
     images reached up to 2.2x the search threshold (29 of 96 placed in benchmarks.eval_placement,
     0 with the high-pass), and other panels' images passed the check at a remembered binned placement."""
     return (pattern - ndimage.gaussian_filter(pattern, 1.0)).astype(np.float32)
+
+
+def search_residual(frame: np.ndarray, multiplicative: bool = False) -> np.ndarray:
+    """What the search correlates with the pattern: the frame's noise residual (times the frame for
+    a multiplicative fingerprint). The same at every binning: binning acts on the pattern."""
+    residual = noise_residual(np.asarray(frame, dtype=np.float32))
+    return residual * frame if multiplicative else residual
 
 
 class PlacementSearch:
@@ -221,9 +242,7 @@ class PlacementSearch:
         self._phases = [((0, 0), pattern)] if binning == 1 else [
             ((dy, dx), binned_high_pass(block_mean(pattern[dy:, dx:], binning)))
             for dy in range(binning) for dx in range(binning)]
-        # the binned search's null has heavier tails than the native one (binned_high_pass): its
-        # threshold is raised by this factor (chosen on calibration panels, docs/forensics.md)
-        self.margin = 1.0 if binning == 1 else BINNED_MARGIN
+        self.margin = threshold_margin(binning)
         self.multiplicative = multiplicative
         self.pfa = pfa
         self.min_pce = min_pce
@@ -235,12 +254,10 @@ class PlacementSearch:
 
     def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS) -> Placement | None:
         dh, dw = self._phases[0][1].shape  # the largest phase
-        shapes = [o.to_detector(np.empty(frame.shape, np.bool_)).shape for o in orientations]
+        shapes = [o.turned_shape(frame.shape) for o in orientations]
         if not any(h <= dh and w <= dw for h, w in shapes):
             return None  # larger than the detector in every orientation: nothing to compute
-        residual = noise_residual(np.asarray(frame, dtype=np.float32))
-        if self.multiplicative:
-            residual = residual * frame
+        r = search_residual(frame, self.multiplicative)
         if self._spectra is None:
             self._spectra = []
             for _, k in self._phases:
@@ -251,7 +268,7 @@ class PlacementSearch:
         for ((oy, ox), k), (fft_shape, spectrum) in zip(self._phases, self._spectra):
             dh, dw = k.shape
             for o in orientations:
-                u = o.to_detector(residual)
+                u = o.to_detector(r)
                 h, w = u.shape
                 if h > dh or w > dw:
                     continue
