@@ -220,9 +220,9 @@ def test_a_lossy_copy_at_the_remembered_cut_stays_weakened_at_that_cut(check, pa
     searched = []
     real_search = PlacementSearch.search
 
-    def spy(self, frame, orientations=ORIENTATIONS):
+    def spy(self, frame, orientations=ORIENTATIONS, *rest):
         searched.append((self.binning, len(orientations)))
-        return real_search(self, frame, orientations)
+        return real_search(self, frame, orientations, *rest)
 
     monkeypatch.setattr(PlacementSearch, "search", spy)
     finding = check.check(np.ascontiguousarray(jpeg_roundtrip(panels[0].acquire(rng), 90)[cut]))

@@ -30,7 +30,7 @@ from ..tiling import full_to_tiles, grid_origins, grid_tiles, tiles_to_full
 from ..verdict import Reason
 from .finding import LayerFinding, logistic
 from .fingerprint import _REL_BLOCK, Fingerprint
-from .placement import ORIENTATIONS, Placement, PlacementSearch, binned_high_pass, threshold_margin
+from .placement import ORIENTATIONS, Placement, PlacementSearch, binned_high_pass, search_residual, threshold_margin
 from .residual import WB, background_energy, cells, intact_blocks, spectrum_multiplicity, wiener_weight
 
 __all__ = ["FingerprintCheck", "FingerprintMeasurement"]
@@ -329,8 +329,10 @@ class FingerprintCheck:
         # and one orientation at one binning is searched (an eighth of the full search, or less).
         searches = [(recent.binning, (recent.orientation,))] if weak is not None and recent is not None else [
             (b, ORIENTATIONS) for b in (1, *self.binnings)]
+        # the frame's residual, computed once for the searches at every binning
+        residual = functools.cache(lambda: search_residual(frame, self.fingerprint.model == "multiplicative"))
         for b, turns in searches:
-            best = self._searcher(b).search(frame, turns)  # None: the image is larger than the (binned) detector
+            best = self._searcher(b).search(frame, turns, residual)  # None: larger than the (binned) detector
             if best is None:
                 continue
             if tried is None or best.pce / best.threshold > tried.pce / tried.threshold:

@@ -31,6 +31,7 @@ rows then columns. :func:`declared_placement` reads them; the check tries that p
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,12 +253,15 @@ class PlacementSearch:
         """PCE that fewer than ``pfa`` of foreign images reach at their best of ``positions``."""
         return self.margin * max(self.min_pce, float(-ndtri(self.pfa / max(positions, 1))) ** 2)  # Q^-1(p) = -Phi^-1(p)
 
-    def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS) -> Placement | None:
+    def search(self, frame: np.ndarray, orientations: tuple[Orientation, ...] = ORIENTATIONS,
+               residual: Callable[[], np.ndarray] | None = None) -> Placement | None:
+        """``residual``: gives the frame's :func:`search_residual` (called only when the frame fits),
+        so that the searches of one frame at several binnings compute it once."""
         dh, dw = self._phases[0][1].shape  # the largest phase
         shapes = [o.turned_shape(frame.shape) for o in orientations]
         if not any(h <= dh and w <= dw for h, w in shapes):
             return None  # larger than the detector in every orientation: nothing to compute
-        r = search_residual(frame, self.multiplicative)
+        r = residual() if residual is not None else search_residual(frame, self.multiplicative)
         if self._spectra is None:
             self._spectra = []
             for _, k in self._phases:
